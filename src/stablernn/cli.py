@@ -1,0 +1,102 @@
+"""The ``stablernn`` command line: thin verbs over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from stablernn.experiments.config import DEVICES, TrainConfig
+from stablernn.models.registry import MODELS
+from stablernn.tasks.registry import TASKS
+
+
+def _option_value(text: str) -> Any:
+    """``--option key=value`` values are read as JSON where they parse (numbers, true, lists)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option expects KEY=VALUE (e.g. beta_a=0.8), got {pair!r}")
+        options[key] = _option_value(value)
+    return options
+
+
+def _add_train_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model (default: Lipschitz RNN on sequential digits)",
+        description="Train a model and write a run directory (config, metrics, checkpoints).")
+    parser.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
+    parser.add_argument("--model", choices=sorted(MODELS))
+    parser.add_argument("--task", choices=sorted(TASKS))
+    parser.add_argument("--hidden-size", type=int)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", dest="learning_rate", type=float)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", help=f"one of {', '.join(DEVICES)} or cuda:N")
+    parser.add_argument("--step-size", type=float, help="the model's Euler/RK2 step (epsilon)")
+    parser.add_argument("--method", choices=("euler", "rk2"), help="Lipschitz RNN integrator")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other model option, e.g. --option beta_a=0.8 (repeatable)")
+    parser.add_argument("--max-train-samples", type=int, help="use only the first N training samples")
+    parser.add_argument("--max-eval-samples", type=int, help="use only the first N val/test samples")
+    parser.add_argument("--run-dir", help="where to write the run (default runs/<time>-<model>-<task>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from stablernn.experiments.training import train
+
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    model_options = _parse_options(args.option)
+    if args.step_size is not None:
+        model_options["step_size"] = args.step_size
+    if args.method is not None:
+        model_options["method"] = args.method
+    overrides = {name: getattr(args, name) for name in (
+        "model", "task", "hidden_size", "epochs", "batch_size", "learning_rate", "seed",
+        "device", "max_train_samples", "max_eval_samples")}
+    if args.model is not None and args.model != config.model:
+        overrides["model_options"] = None  # options of another model do not carry over
+        config = config.with_overrides(model=args.model)
+        config.model_options = {}
+    config = config.with_overrides(**overrides, model_options=model_options or None)
+    train(config, run_dir=args.run_dir, progress=not args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stablernn", description="Provably stable recurrent neural networks.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train_parser(subparsers)
+    return parser
+
+
+COMMANDS = {"train": _train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, ImportError, FloatingPointError) as error:
+        print(f"stablernn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

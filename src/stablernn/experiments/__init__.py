@@ -1,0 +1,8 @@
+"""The training and experiment system: configs, runs, checkpoints."""
+
+from stablernn.experiments.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from stablernn.experiments.config import MODEL_DEFAULTS, TrainConfig
+from stablernn.experiments.training import TrainResult, build_model, evaluate, train
+
+__all__ = ["MODEL_DEFAULTS", "CheckpointError", "TrainConfig", "TrainResult", "build_model",
+           "evaluate", "load_checkpoint", "save_checkpoint", "train"]

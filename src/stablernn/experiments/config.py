@@ -1,0 +1,138 @@
+"""Training configurations: defaults, validation, overrides, serialization."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stablernn.models.registry import MODELS
+from stablernn.tasks.registry import TASKS
+
+DEVICES = ("auto", "cpu", "cuda")
+
+# Layer options each model gets unless the config says otherwise (merged by ``resolved()``).
+# Lipschitz RNN: paper 002 table 8 (beta 0.75, gamma 0.001) with a larger step for the short
+# digit sequences (T = 64 instead of 784); chosen on the validation split.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lipschitz": {"step_size": 0.3, "beta_a": 0.75, "beta_w": 0.75, "gamma_a": 0.001,
+                  "gamma_w": 0.001, "method": "euler"},
+    "antisymmetric": {"step_size": 0.1, "gamma": 0.01},
+    "ode-rnn": {"step_size": 0.1},
+    "lstm": {},
+    "gru": {},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved resolved as ``config.json`` in the run.
+
+    The defaults are the main job: a Lipschitz RNN (N = 128, Euler) on sequential digits, which
+    reaches >= 90% test accuracy in a few minutes on 2 CPU cores. ``model_options`` are passed to
+    the layer (e.g. ``step_size``, ``beta_a``, ``gamma_w``, ``method``) on top of
+    :data:`MODEL_DEFAULTS`.
+    """
+
+    model: str = "lipschitz"
+    task: str = "digits"
+    hidden_size: int = 128
+    model_options: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 100
+    batch_size: int = 64
+    learning_rate: float = 5e-3
+    weight_decay: float = 0.0
+    lr_decay_epochs: list[int] = field(default_factory=lambda: [80])
+    lr_decay_factor: float = 0.1
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+
+    def validate(self) -> TrainConfig:
+        def fail(name, value, expected):
+            raise ValueError(f"config {name} must be {expected}, got {value!r}")
+
+        if self.model not in MODELS:
+            fail("model", self.model, f"one of {', '.join(sorted(MODELS))}")
+        if self.task not in TASKS:
+            fail("task", self.task, f"one of {', '.join(sorted(TASKS))}")
+        for name in ("hidden_size", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                fail(name, value, "an integer >= 1")
+        for name in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                fail(name, value, "an integer >= 1 or null")
+        if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
+            fail("learning_rate", self.learning_rate, "a number > 0")
+        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            fail("weight_decay", self.weight_decay, "a number >= 0")
+        if not isinstance(self.lr_decay_factor, (int, float)) or not 0 < self.lr_decay_factor <= 1:
+            fail("lr_decay_factor", self.lr_decay_factor, "a number in (0, 1]")
+        if not isinstance(self.lr_decay_epochs, list) or not all(
+            isinstance(e, int) and e >= 1 for e in self.lr_decay_epochs
+        ):
+            fail("lr_decay_epochs", self.lr_decay_epochs, "a list of integers >= 1")
+        if self.grad_clip is not None and (
+            not isinstance(self.grad_clip, (int, float)) or self.grad_clip <= 0
+        ):
+            fail("grad_clip", self.grad_clip, "a number > 0 or null")
+        if not isinstance(self.seed, int):
+            fail("seed", self.seed, "an integer")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            fail("device", self.device, f"one of {', '.join(DEVICES)} or cuda:N")
+        for name in ("model_options", "task_options"):
+            if not isinstance(getattr(self, name), dict):
+                fail(name, getattr(self, name), "a mapping")
+        return self
+
+    def resolved(self) -> TrainConfig:
+        """A validated copy with the model's default options filled in."""
+        self.validate()
+        options = {**MODEL_DEFAULTS.get(self.model, {}), **self.model_options}
+        return dataclasses.replace(self, model_options=options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown key(s) {', '.join(unknown)}; expected keys among "
+                f"{', '.join(sorted(known))}"
+            )
+        return cls(**values).validate()
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"config file {path} does not exist") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"config file {path} is not valid JSON: {error}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {path} must hold a JSON object, got {type(values).__name__}")
+        return cls.from_dict(values, source=str(path))
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        """A copy with the given fields replaced (``None`` values are ignored)."""
+        values = self.to_dict()
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key == "model_options":
+                values["model_options"] = {**values["model_options"], **value}
+            else:
+                values[key] = value
+        return TrainConfig.from_dict(values)

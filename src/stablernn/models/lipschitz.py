@@ -1,0 +1,154 @@
+"""The Lipschitz recurrent unit of paper 002."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stablernn._checks import check_choice, check_non_negative, check_positive, check_positive_int
+from stablernn.models.recurrent import RecurrentCell, RecurrentLayer
+from stablernn.parametrizations import SymmetricSkew
+
+METHODS = ("euler", "rk2")
+
+
+class LipschitzCell(RecurrentCell):
+    r"""One step of the Lipschitz RNN, paper 002 eqs. 1, 9, 10 and 12.
+
+    Continuous time (eq. 1, with the ablation scale ``alpha`` of eq. 12)::
+
+        h' = alpha A h + tanh(W h + U x + b)
+
+    with ``A = A_{beta_a, gamma_a}`` and ``W = A_{beta_w, gamma_w}`` built from free matrices by
+    the symmetric-skew decomposition (eqs. 2a, 2b, 6; :class:`SymmetricSkew`).
+
+    Discretization with step ``step_size`` (the paper's epsilon):
+
+    - ``"euler"`` (eq. 9): ``h_{t+1} = h_t + eps (alpha A h_t + tanh(W h_t + U x_t + b))``.
+    - ``"rk2"`` (eq. 10, explicit midpoint): ``h~ = h_t + eps/2 f(h_t)``,
+      ``h_{t+1} = h_t + eps f(h~)`` with ``f(h) = alpha A h + tanh(W h + U x_t + b)``; the input
+      ``x_t`` is held constant over the step (zero-order hold).
+
+    Convention: column vectors, ``A h`` as the paper writes it. :attr:`A` and :attr:`W` return the
+    matrices in that convention. (The official code multiplies row vectors ``h @ A``, i.e. it
+    applies ``A^T``: same symmetric part, skew part flipped.)
+
+    Initialization (paper 002, table 8): free matrices ~ N(0, (init_std / N)^2), so A and W start
+    near ``-gamma I``; ``U`` and ``b`` use ``torch.nn.Linear``'s default, as the official code.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        beta_a: float = 0.75,
+        gamma_a: float = 0.001,
+        beta_w: float = 0.75,
+        gamma_w: float = 0.001,
+        step_size: float = 0.03,
+        method: str = "euler",
+        alpha: float = 1.0,
+        init_std: float = 0.1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.input_size = check_positive_int("input_size", input_size)
+        self.hidden_size = check_positive_int("hidden_size", hidden_size)
+        self.step_size = check_positive("step_size", step_size)
+        self.method = check_choice("method", method, METHODS)
+        self.alpha = check_non_negative("alpha", alpha)
+        self.param_a = SymmetricSkew(hidden_size, beta_a, gamma_a, init_std)
+        self.param_w = SymmetricSkew(hidden_size, beta_w, gamma_w, init_std)
+        self.input_projection = nn.Linear(input_size, hidden_size, bias=bias)
+
+    @property
+    def A(self) -> torch.Tensor:
+        """The linear hidden-to-hidden matrix ``A_{beta_a, gamma_a}`` (eq. 2a), column convention."""
+        return self.param_a()
+
+    @property
+    def W(self) -> torch.Tensor:
+        """The hidden-to-hidden matrix inside tanh, ``W_{beta_w, gamma_w}`` (eq. 2b)."""
+        return self.param_w()
+
+    def prepare(self):
+        # Row-vector states (B, N): ``A h`` becomes ``h @ A^T``. Built once per forward pass.
+        linear_t = self.alpha * self.A.transpose(0, 1)
+        recurrent_t = self.W.transpose(0, 1)
+        if self.method == "euler":
+            # Fold the constant: h + eps*alpha*A h = h @ (I + eps*alpha*A)^T.
+            identity = torch.eye(self.hidden_size, dtype=linear_t.dtype, device=linear_t.device)
+            return identity + self.step_size * linear_t, recurrent_t
+        return linear_t, recurrent_t
+
+    def step(self, hidden, projected_input, prepared):
+        if self.method == "euler":
+            transition_t, recurrent_t = prepared
+            drive = torch.tanh(torch.addmm(projected_input, hidden, recurrent_t))
+            return torch.addmm(drive, hidden, transition_t, beta=self.step_size)
+        linear_t, recurrent_t = prepared
+        half = 0.5 * self.step_size
+        slope = torch.addmm(torch.tanh(torch.addmm(projected_input, hidden, recurrent_t)), hidden, linear_t)
+        midpoint = hidden + half * slope
+        slope = torch.addmm(
+            torch.tanh(torch.addmm(projected_input, midpoint, recurrent_t)), midpoint, linear_t
+        )
+        return hidden + self.step_size * slope
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.input_size}, {self.hidden_size}, step_size={self.step_size}, "
+            f"method={self.method!r}, alpha={self.alpha}"
+        )
+
+
+class LipschitzRNN(RecurrentLayer):
+    """A Lipschitz RNN layer (paper 002) with the ``torch.nn.RNN`` calling convention.
+
+    ``LipschitzRNN(input_size, hidden_size, ...)`` takes the arguments of :class:`LipschitzCell`
+    plus ``batch_first`` and ``check_finite``; ``forward(input, h0=None) -> (output, h_n)``.
+    The step is :meth:`LipschitzCell.step`; ``A`` and ``W`` are built once per forward pass.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        beta_a: float = 0.75,
+        gamma_a: float = 0.001,
+        beta_w: float = 0.75,
+        gamma_w: float = 0.001,
+        step_size: float = 0.03,
+        method: str = "euler",
+        alpha: float = 1.0,
+        init_std: float = 0.1,
+        bias: bool = True,
+        batch_first: bool = False,
+        check_finite: bool = True,
+    ) -> None:
+        cell = LipschitzCell(
+            input_size, hidden_size, beta_a=beta_a, gamma_a=gamma_a, beta_w=beta_w,
+            gamma_w=gamma_w, step_size=step_size, method=method, alpha=alpha,
+            init_std=init_std, bias=bias,
+        )
+        super().__init__(cell, batch_first=batch_first, check_finite=check_finite)
+
+    @property
+    def A(self) -> torch.Tensor:
+        return self.cell.A
+
+    @property
+    def W(self) -> torch.Tensor:
+        return self.cell.W
+
+    @property
+    def step_size(self) -> float:
+        return self.cell.step_size
+
+    @property
+    def method(self) -> str:
+        return self.cell.method
+
+    @property
+    def alpha(self) -> float:
+        return self.cell.alpha

@@ -1,0 +1,50 @@
+"""Readouts on top of a recurrent layer (paper 002 eq. 1b: ``y = D h``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stablernn._checks import check_positive_int
+
+
+def _states(rnn: nn.Module, input: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    output, _ = rnn(input, h0) if h0 is not None else rnn(input)
+    return output
+
+
+class SequenceClassifier(nn.Module):
+    """Linear readout of the last hidden state: ``logits = D h_T + c``.
+
+    Works with any layer that returns ``(output, h_n)`` like ``torch.nn.RNN`` (stablernn layers,
+    ``nn.LSTM``, ``nn.GRU``). Returns ``(B, num_classes)``, or ``(num_classes,)`` unbatched.
+    """
+
+    def __init__(self, rnn: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.readout = nn.Linear(rnn.hidden_size, num_classes)
+
+    def forward(self, input: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+        output = _states(self.rnn, input, h0)
+        if output.dim() == 2:  # unbatched (T, N)
+            return self.readout(output[-1])
+        last = output[:, -1] if getattr(self.rnn, "batch_first", False) else output[-1]
+        return self.readout(last)
+
+
+class PerStepReadout(nn.Module):
+    """Linear readout at every time step, for sequence-to-sequence tasks: ``y_t = D h_t + c``.
+
+    Returns outputs laid out like the layer's ``output`` with ``output_size`` features.
+    """
+
+    def __init__(self, rnn: nn.Module, output_size: int) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.output_size = check_positive_int("output_size", output_size)
+        self.readout = nn.Linear(rnn.hidden_size, output_size)
+
+    def forward(self, input: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+        return self.readout(_states(self.rnn, input, h0))

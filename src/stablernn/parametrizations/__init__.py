@@ -1,0 +1,5 @@
+"""Free parameters -> structured matrices (and, where known, their metric)."""
+
+from stablernn.parametrizations.symmetric_skew import SymmetricSkew
+
+__all__ = ["SymmetricSkew"]
