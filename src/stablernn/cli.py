@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -66,9 +67,8 @@ def _train(args: argparse.Namespace) -> int:
         "model", "task", "hidden_size", "epochs", "batch_size", "learning_rate", "seed",
         "device", "max_train_samples", "max_eval_samples")}
     if args.model is not None and args.model != config.model:
-        overrides["model_options"] = None  # options of another model do not carry over
-        config = config.with_overrides(model=args.model)
-        config.model_options = {}
+        # options written for another model do not carry over
+        config = dataclasses.replace(config, model=args.model, model_options={})
     config = config.with_overrides(**overrides, model_options=model_options or None)
     train(config, run_dir=args.run_dir, progress=not args.quiet)
     return 0

@@ -12,11 +12,12 @@ class SymmetricSkew(nn.Module):
     r"""Builds ``S = (1 - beta)(M + M^T) + beta (M - M^T) - gamma I`` from a free matrix ``M``.
 
     Paper 002, eq. 6 (and eqs. 2a, 2b for A and W). ``beta`` in [0, 1] sets the width of the
-    spectrum, ``gamma >= 0`` shifts it left: by Proposition 1 the real parts of the eigenvalues
-    of S, and the eigenvalues of S + S^T, lie in
-    ``[(1-beta) lambda_min(M_sym) - gamma, (1-beta) lambda_max(M_sym) - gamma]`` with
-    ``M_sym = (M + M^T) / 2``. (The interval is as the paper states it; for ``S + S^T`` the
-    exact interval is twice as wide, which the tests check.)
+    spectrum, ``gamma >= 0`` shifts it left. Proposition 1: the real parts of the eigenvalues of
+    S, and the eigenvalues of ``S_sym = (S + S^T) / 2 = 2 (1 - beta) M_sym - gamma I``, lie in
+    ``[2 (1-beta) lambda_min(M_sym) - gamma, 2 (1-beta) lambda_max(M_sym) - gamma]`` with
+    ``M_sym = (M + M^T) / 2``. (The paper prints the interval without the factor 2, having written
+    ``S_sym = S + S^T = (1-beta) M_sym - gamma I`` in its proof; the printed interval fails e.g.
+    for ``beta = 0, M = I``. The tests check the corrected one.)
 
     ``M`` is drawn from N(0, (init_std / N)^2) as the official code does (paper 002, table 8
     writes sigma = init_std / N), so that S is close to ``-gamma I`` at the start.
