@@ -23,7 +23,18 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "ode-rnn": {"step_size": 0.1},
     "lstm": {},
     "gru": {},
+    # paper 000, section 4: 16 subnetworks (x 32 units by default) at 3.3% density
+    "sparse-combo": {"num_subnetworks": 16, "density": 0.033, "magnitude": 2.0, "step_size": 0.1},
+    "svd-combo": {"num_subnetworks": 16, "step_size": 0.1},
 }
+
+# Training settings a model gets when the config leaves them out (null); then GLOBAL_DEFAULTS.
+# Combo nets: paper 000, section 4 and D.1.1 (16 x 32 units; Adam 1e-3, weight decay 1e-5).
+TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sparse-combo": {"hidden_size": 512, "learning_rate": 1e-3, "weight_decay": 1e-5},
+    "svd-combo": {"hidden_size": 512, "learning_rate": 1e-3, "weight_decay": 1e-5},
+}
+GLOBAL_DEFAULTS: dict[str, Any] = {"hidden_size": 128, "learning_rate": 5e-3, "weight_decay": 0.0}
 
 
 @dataclass
@@ -38,13 +49,13 @@ class TrainConfig:
 
     model: str = "lipschitz"
     task: str = "digits"
-    hidden_size: int = 128
+    hidden_size: int | None = None  # None: the model's default (TRAINING_DEFAULTS)
     model_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 100
     batch_size: int = 64
-    learning_rate: float = 5e-3
-    weight_decay: float = 0.0
+    learning_rate: float | None = None
+    weight_decay: float | None = None
     lr_decay_epochs: list[int] = field(default_factory=lambda: [80])
     lr_decay_factor: float = 0.1
     grad_clip: float | None = None
@@ -63,16 +74,20 @@ class TrainConfig:
             fail("task", self.task, f"one of {', '.join(sorted(TASKS))}")
         for name in ("hidden_size", "epochs", "batch_size"):
             value = getattr(self, name)
+            if name == "hidden_size" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 fail(name, value, "an integer >= 1")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 fail(name, value, "an integer >= 1 or null")
-        if not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0:
-            fail("learning_rate", self.learning_rate, "a number > 0")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            fail("weight_decay", self.weight_decay, "a number >= 0")
+        if self.learning_rate is not None and (
+                not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0):
+            fail("learning_rate", self.learning_rate, "a number > 0 or null")
+        if self.weight_decay is not None and (
+                not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0):
+            fail("weight_decay", self.weight_decay, "a number >= 0 or null")
         if not isinstance(self.lr_decay_factor, (int, float)) or not 0 < self.lr_decay_factor <= 1:
             fail("lr_decay_factor", self.lr_decay_factor, "a number in (0, 1]")
         if not isinstance(self.lr_decay_epochs, list) or not all(
@@ -96,7 +111,9 @@ class TrainConfig:
         """A validated copy with the model's default options filled in."""
         self.validate()
         options = {**MODEL_DEFAULTS.get(self.model, {}), **self.model_options}
-        return dataclasses.replace(self, model_options=options)
+        defaults = {**GLOBAL_DEFAULTS, **TRAINING_DEFAULTS.get(self.model, {})}
+        filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
+        return dataclasses.replace(self, model_options=options, **filled)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

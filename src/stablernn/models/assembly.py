@@ -1,0 +1,162 @@
+"""Networks of networks: parts combined by negative feedback and hierarchy, recursively.
+
+Paper 000 eq. 5 (Corollaries 1 and 2; appendix A.2.1):
+``x' = F(x) + L x + H(x) + u`` where F stacks the parts' own dynamics, L is the
+stability-preserving feedback (:class:`NegativeFeedback`) and H holds hierarchical connections,
+each feeding a later part from an earlier one through a map with a bounded Jacobian.
+
+An :class:`Assembly` is itself a part (it has a size and a metric), so assemblies nest to any
+depth. For running, the whole tree is flattened into one state vector and one step
+(:meth:`Assembly.flatten`): nesting costs nothing per time step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from stablernn._checks import check_non_negative, check_positive
+from stablernn.models.feedback import NegativeFeedback
+
+
+def metric_inverse(part: nn.Module) -> torch.Tensor:
+    """A part's ``M^{-1}``: its own closed form where it has one, else a solve."""
+    if hasattr(part, "metric_inverse"):
+        return part.metric_inverse()
+    return torch.linalg.inv(part.metric())
+
+
+class HierarchicalConnection(nn.Module):
+    """A bounded nonlinear map from one part to a later one (paper 000, appendix A.2.1).
+
+    ``h(x_source) = gain * tanh(V x_source) / max(1, ||V||_2)``: its Jacobian has spectral norm
+    at most ``gain`` for every state, so the certificate can account for it. ``||V||_2`` is
+    computed exactly once per forward pass.
+    """
+
+    def __init__(self, source: int, target: int, source_size: int, target_size: int,
+                 gain: float = 0.5) -> None:
+        super().__init__()
+        if not isinstance(source, int) or not isinstance(target, int) or source >= target:
+            raise ValueError(
+                f"a hierarchical connection must feed a later part: source index {source!r} "
+                f"must be an integer smaller than target index {target!r}"
+            )
+        self.source, self.target = source, target
+        self.gain = check_positive("gain", gain)
+        self.linear = nn.Linear(source_size, target_size, bias=False)
+
+    def prepare(self) -> torch.Tensor:
+        norm = torch.linalg.matrix_norm(self.linear.weight, ord=2)
+        return self.linear.weight.transpose(0, 1) * (self.gain / torch.clamp(norm, min=1.0))
+
+    def forward(self, x_source: torch.Tensor, prepared: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x_source @ prepared)
+
+
+@dataclass
+class FlatConnection:
+    source: slice
+    target: slice
+    module: HierarchicalConnection
+
+
+class Assembly(nn.Module):
+    """Contracting parts combined into one contracting system (paper 000, Corollaries 1-2).
+
+    ``parts``: subnetworks (see ``stablernn.models.subnetworks``), other assemblies, or any module
+    with the part interface. ``weights``: the k_i of Corollary 1 (metric
+    ``blockdiag(k_i M_i)``), ones by default. ``mask``: which blocks of B are trained
+    (``"lower"`` as in the paper, ``"off-diagonal"``, ``"full"``). ``damping``: learn
+    ``-M^{-1} C`` with ``C = F F^T`` (Corollary 2). ``unconstrained``: the paper's control
+    ``L = B``, with no guarantee. ``connections``: :class:`HierarchicalConnection` modules between
+    parts of this assembly (by index, earlier to later).
+    """
+
+    condition = "paper 000, Corollary 1"
+
+    def __init__(self, parts: list[nn.Module], weights: list[float] | None = None,
+                 mask: str = "lower", damping: bool = False, unconstrained: bool = False,
+                 connections: list[HierarchicalConnection] = (), feedback_init_std: float = 0.0):
+        super().__init__()
+        if len(parts) < 1:
+            raise ValueError("parts must hold at least one part, got none")
+        for index, part in enumerate(parts):
+            for attribute in ("size", "metric", "slope_bound"):
+                if not hasattr(part, attribute):
+                    raise ValueError(
+                        f"part {index} ({type(part).__name__}) has no '{attribute}': expected a "
+                        "contracting part (a subnetwork, an Assembly, or a module with the part "
+                        "interface)")
+        self.parts = nn.ModuleList(parts)
+        self.sizes = [int(part.size) for part in parts]
+        self.size = sum(self.sizes)
+        weights = [1.0] * len(parts) if weights is None else list(weights)
+        if len(weights) != len(parts):
+            raise ValueError(f"weights must have one entry per part ({len(parts)}), got {len(weights)}")
+        for weight in weights:
+            check_positive("weights", weight)
+        self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
+        self.feedback = NegativeFeedback(self.sizes, mask=mask, damping=damping,
+                                         unconstrained=unconstrained,
+                                         init_std=check_non_negative("feedback_init_std",
+                                                                     feedback_init_std))
+        self.connections = nn.ModuleList(connections)
+        for connection in connections:
+            if connection.target >= len(parts):
+                raise ValueError(f"connection target {connection.target} is not a part index "
+                                 f"(this assembly has {len(parts)} parts)")
+            expected = (self.sizes[connection.target], self.sizes[connection.source])
+            if tuple(connection.linear.weight.shape) != expected:
+                raise ValueError(f"connection {connection.source}->{connection.target} has "
+                                 f"shape {tuple(connection.linear.weight.shape)}, expected {expected}")
+
+    @property
+    def slope_bound(self) -> float:
+        return max(part.slope_bound for part in self.parts)
+
+    @property
+    def unconstrained(self) -> bool:
+        return self.feedback.unconstrained or any(
+            getattr(part, "unconstrained", False) for part in self.parts)
+
+    @property
+    def starts(self) -> list[int]:
+        return [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+
+    def metric(self) -> torch.Tensor:
+        """``blockdiag(k_i M_i)`` (Corollary 1)."""
+        return torch.block_diag(*[k * part.metric()
+                                  for part, k in zip(self.parts, self.weights.tolist())])
+
+    def metric_inverse(self) -> torch.Tensor:
+        return torch.block_diag(*[metric_inverse(part) / k
+                                  for part, k in zip(self.parts, self.weights.tolist())])
+
+    def feedback_matrix(self) -> torch.Tensor:
+        """The flat L of this assembly: its own feedback plus its nested assemblies' L blocks."""
+        feedback = self.feedback(self.metric(), self.metric_inverse())
+        inner = [part.feedback_matrix() if isinstance(part, Assembly)
+                 else feedback.new_zeros(part.size, part.size) for part in self.parts]
+        return feedback + torch.block_diag(*inner)
+
+    def leaves(self) -> list[nn.Module]:
+        """The leaf parts in state order."""
+        found = []
+        for part in self.parts:
+            found.extend(part.leaves() if isinstance(part, Assembly) else [part])
+        return found
+
+    def flat_connections(self, offset: int = 0) -> list[FlatConnection]:
+        """Hierarchical connections of the whole tree with slices into the flat state."""
+        starts = [offset + start for start in self.starts]
+        flat = [FlatConnection(slice(starts[c.source], starts[c.source] + self.sizes[c.source]),
+                               slice(starts[c.target], starts[c.target] + self.sizes[c.target]), c)
+                for c in self.connections]
+        for part, start in zip(self.parts, starts):
+            if isinstance(part, Assembly):
+                flat.extend(part.flat_connections(start))
+        return flat
+

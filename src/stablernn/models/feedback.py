@@ -1,0 +1,60 @@
+"""Stability-preserving negative feedback between parts (paper 000 eq. 3, Corollaries 1-2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stablernn._checks import check_choice
+
+MASKS = ("lower", "off-diagonal", "full")
+
+
+def block_mask(sizes: list[int], mask: str) -> torch.Tensor:
+    """0/1 mask over the blocks of B: ``lower`` keeps blocks (i, j) with i > j (paper 000,
+    D.1.1), ``off-diagonal`` every i != j, ``full`` everything."""
+    check_choice("mask", mask, MASKS)
+    total = sum(sizes)
+    keep = torch.zeros(total, total)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    for i, (row, rows) in enumerate(zip(starts, sizes)):
+        for j, (col, cols) in enumerate(zip(starts, sizes)):
+            if mask == "full" or (mask == "off-diagonal" and i != j) or (mask == "lower" and i > j):
+                keep[row:row + rows, col:col + cols] = 1.0
+    return keep
+
+
+class NegativeFeedback(nn.Module):
+    r"""The feedback matrix ``L = B - M^{-1} B^T M - M^{-1} C`` between parts.
+
+    Paper 000 eq. 3 blockwise, ``L_ij = B_ij - M_i^{-1} B_ji^T M_j``, with M the block-diagonal
+    metric of the assembly (each part's metric times its weight k_i, Corollary 1). Then
+    ``M L + L^T M = -(C + C^T) <= 0`` (Corollary 2), so the feedback never weakens contraction.
+    B is trained through a fixed block ``mask``; the optional damping ``C = F F^T`` is positive
+    semidefinite. ``unconstrained=True`` sets ``L = B`` (the paper's control experiment, no
+    guarantee; such an assembly certifies as not contracting).
+    """
+
+    def __init__(self, sizes: list[int], mask: str = "lower", damping: bool = False,
+                 unconstrained: bool = False, init_std: float = 0.0) -> None:
+        super().__init__()
+        total = sum(sizes)
+        self.mask_name = mask
+        self.register_buffer("mask", block_mask(sizes, mask))
+        self.coupling = nn.Parameter(torch.randn(total, total) * init_std)
+        self.unconstrained = bool(unconstrained)
+        self.damping_factor = nn.Parameter(torch.zeros(total, total)) if damping else None
+
+    def forward(self, metric: torch.Tensor, metric_inverse: torch.Tensor) -> torch.Tensor:
+        coupling = self.coupling * self.mask
+        if self.unconstrained:
+            return coupling
+        feedback = coupling - metric_inverse @ coupling.transpose(0, 1) @ metric
+        if self.damping_factor is not None:
+            damping = self.damping_factor @ self.damping_factor.transpose(0, 1)
+            feedback = feedback - metric_inverse @ damping
+        return feedback
+
+    def extra_repr(self) -> str:
+        return (f"mask={self.mask_name!r}, damping={self.damping_factor is not None}, "
+                f"unconstrained={self.unconstrained}")

@@ -1,0 +1,173 @@
+"""A network of networks as one recurrent layer, and the named models of paper 000."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from stablernn._checks import check_choice, check_positive, check_positive_int
+from stablernn.models.assembly import Assembly
+from stablernn.models.recurrent import RecurrentCell, RecurrentLayer
+from stablernn.models.subnetworks import RateSubnetwork, SparseSubnetwork, SVDSubnetwork
+
+METHODS = ("euler", "rk2")
+
+
+@dataclass
+class _Group:
+    """Consecutive leaves run together: same-size rate subnetworks as one batched matmul."""
+
+    start: int
+    stop: int
+    leaves: list[nn.Module]
+    batched: bool
+
+
+def _group_leaves(leaves: list[nn.Module]) -> list[_Group]:
+    groups: list[_Group] = []
+    offset = 0
+    for leaf in leaves:
+        last = groups[-1] if groups else None
+        if (isinstance(leaf, RateSubnetwork) and last is not None and last.batched
+                and last.leaves[0].size == leaf.size
+                and last.leaves[0].activation_name == leaf.activation_name):
+            last.leaves.append(leaf)
+            last.stop += leaf.size
+        else:
+            groups.append(_Group(offset, offset + leaf.size, [leaf],
+                                 isinstance(leaf, RateSubnetwork)))
+        offset += leaf.size
+    return groups
+
+
+class AssemblyCell(RecurrentCell):
+    r"""One step of a network of networks, paper 000 eq. 5 with tau = 1::
+
+        x' = F(x) + L x + H(x) + u,    u = U s_t + b  (a trained linear input layer)
+
+    F stacks the parts' dynamics (``-x_i + W_i phi(x_i)`` for rate subnetworks, eq. 1), L the
+    feedback, H the hierarchical connections. ``step_size`` is dt / tau. Euler:
+    ``x_{t+1} = x_t + dt x'``; ``"rk2"``: explicit midpoint with the input held over the step.
+    W blocks, L and H are built once per forward pass; same-size rate subnetworks run as one
+    batched matmul over blocks.
+    """
+
+    def __init__(self, input_size: int, assembly: Assembly, step_size: float = 0.1,
+                 method: str = "euler", bias: bool = True) -> None:
+        super().__init__()
+        self.input_size = check_positive_int("input_size", input_size)
+        self.assembly = assembly
+        self.hidden_size = assembly.size
+        self.step_size = check_positive("step_size", step_size)
+        self.method = check_choice("method", method, METHODS)
+        self.input_projection = nn.Linear(input_size, assembly.size, bias=bias)
+
+    def prepare(self) -> dict[str, Any]:
+        groups = _group_leaves(self.assembly.leaves())
+        prepared_groups = []
+        for group in groups:
+            if group.batched:
+                stacked = torch.stack([leaf.weight() for leaf in group.leaves]).transpose(1, 2)
+                prepared_groups.append((group, stacked))
+            else:
+                prepared_groups.append((group, group.leaves[0].prepare()))
+        connections = [(c, c.module.prepare()) for c in self.assembly.flat_connections()]
+        return {"groups": prepared_groups, "feedback_t": self.assembly.feedback_matrix().T,
+                "connections": connections}
+
+    def vector_field(self, x: torch.Tensor, u: torch.Tensor, prepared: dict[str, Any]) -> torch.Tensor:
+        parts = []
+        for group, weights in prepared["groups"]:
+            x_group, u_group = x[:, group.start:group.stop], u[:, group.start:group.stop]
+            if group.batched:
+                count, size = len(group.leaves), group.leaves[0].size
+                blocks = x_group.reshape(-1, count, size).transpose(0, 1)
+                recurrent = torch.bmm(group.leaves[0].phi(blocks), weights)
+                parts.append(recurrent.transpose(0, 1).reshape(x_group.shape) - x_group + u_group)
+            else:
+                parts.append(group.leaves[0].vector_field(x_group, u_group, weights))
+        field = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        field = torch.addmm(field, x, prepared["feedback_t"])
+        if prepared["connections"]:
+            extra = torch.zeros_like(field)
+            for connection, matrix in prepared["connections"]:
+                extra[:, connection.target] += connection.module(x[:, connection.source], matrix)
+            field = field + extra
+        return field
+
+    def step(self, hidden, projected_input, prepared):
+        slope = self.vector_field(hidden, projected_input, prepared)
+        if self.method == "euler":
+            return hidden + self.step_size * slope
+        midpoint = hidden + 0.5 * self.step_size * slope
+        return hidden + self.step_size * self.vector_field(midpoint, projected_input, prepared)
+
+
+class NetworkOfNetworks(RecurrentLayer):
+    """An :class:`Assembly` run as a recurrent layer with the ``torch.nn.RNN`` convention.
+
+    The hidden state is the full state x of all parts, concatenated in order, so a run can be
+    started from any state and continued.
+    """
+
+    def __init__(self, input_size: int, assembly: Assembly, step_size: float = 0.1,
+                 method: str = "euler", bias: bool = True, batch_first: bool = False,
+                 check_finite: bool = True) -> None:
+        cell = AssemblyCell(input_size, assembly, step_size=step_size, method=method, bias=bias)
+        super().__init__(cell, batch_first=batch_first, check_finite=check_finite)
+
+    @property
+    def assembly(self) -> Assembly:
+        return self.cell.assembly
+
+    @property
+    def step_size(self) -> float:
+        return self.cell.step_size
+
+
+class SparseComboNet(NetworkOfNetworks):
+    """Sparse Combo Net (paper 000, section 4): fixed sparse Theorem 1 subnetworks joined by
+    trained negative feedback (eq. 3) on lower-triangular off-diagonal blocks of B.
+
+    ``16 x 32`` at 3.3% density is the paper's best psMNIST / sCIFAR-10 network. Only B, the
+    input layer (and the readout) are trained; the subnetworks are buffers. Each subnetwork is
+    drawn with seed ``seed + i`` (``seed=None``: drawn from torch's generator).
+    """
+
+    def __init__(self, input_size: int, num_subnetworks: int = 16, subnetwork_size: int = 32,
+                 density: float = 0.033, magnitude: float = 1.0, step_size: float = 0.1,
+                 activation: str = "relu", mask: str = "lower", unconstrained: bool = False,
+                 damping: bool = False, seed: int | None = None, method: str = "euler",
+                 feedback_init_std: float = 0.0, batch_first: bool = False,
+                 check_finite: bool = True) -> None:
+        check_positive_int("num_subnetworks", num_subnetworks)
+        check_positive_int("subnetwork_size", subnetwork_size)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1 - num_subnetworks, (1,)).item())
+        parts = [SparseSubnetwork(subnetwork_size, density, magnitude, activation, seed=seed + i)
+                 for i in range(num_subnetworks)]
+        assembly = Assembly(parts, mask=mask, damping=damping, unconstrained=unconstrained,
+                            feedback_init_std=feedback_init_std)
+        super().__init__(input_size, assembly, step_size=step_size, method=method,
+                         batch_first=batch_first, check_finite=check_finite)
+
+
+class SVDComboNet(NetworkOfNetworks):
+    """SVD Combo Net (paper 000, section 4): trained Theorem 5 subnetworks
+    (``W = Theta^{-1} U Sigma V^T Theta``) joined by trained negative feedback (eq. 3)."""
+
+    def __init__(self, input_size: int, num_subnetworks: int = 16, subnetwork_size: int = 32,
+                 margin: float = 0.05, step_size: float = 0.1, activation: str = "relu",
+                 mask: str = "lower", unconstrained: bool = False, damping: bool = False,
+                 method: str = "euler", feedback_init_std: float = 0.0,
+                 batch_first: bool = False, check_finite: bool = True) -> None:
+        check_positive_int("num_subnetworks", num_subnetworks)
+        parts = [SVDSubnetwork(subnetwork_size, activation, margin)
+                 for _ in range(num_subnetworks)]
+        assembly = Assembly(parts, mask=mask, damping=damping, unconstrained=unconstrained,
+                            feedback_init_std=feedback_init_std)
+        super().__init__(input_size, assembly, step_size=step_size, method=method,
+                         batch_first=batch_first, check_finite=check_finite)

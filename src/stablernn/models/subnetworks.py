@@ -1,0 +1,162 @@
+"""Contracting subnetworks ("parts") for networks of networks (paper 000).
+
+A part is a small recurrent system on its own slice ``x_i`` of the full state. Every part has:
+
+- ``size``: the number of units; ``slope_bound``: g, the largest slope of its activation;
+- ``prepare()``: what its step needs, built once per forward pass;
+- ``vector_field(x, u, prepared)``: ``dx/dt`` in the time of the model's equation (tau = 1);
+- ``metric()``: a constant symmetric positive definite M in which it contracts;
+- ``guaranteed_rate``: a rate that holds for every value its parameters can take (by construction),
+  or ``None`` when none is known; the certificate verifies the actual rate numerically.
+
+The rate subnetworks follow paper 000 eq. 1: ``x' = -x + W phi(x) + u``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+from stablernn._checks import check_in_range, check_positive, check_positive_int
+from stablernn.models.activations import activation
+
+
+class RateSubnetwork(nn.Module):
+    """Base of paper 000 eq. 1 subnetworks, ``x' = -x + W phi(x) + u``; subclasses build W."""
+
+    condition = "paper 000, eq. 1"
+
+    def __init__(self, size: int, activation_name: str = "relu") -> None:
+        super().__init__()
+        self.size = check_positive_int("size", size)
+        self.activation_name = activation_name
+        self.phi, self.slope_bound = activation(activation_name)
+
+    def weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metric(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    guaranteed_rate: float | None = None
+
+    def prepare(self) -> torch.Tensor:
+        return self.weight()
+
+    def vector_field(self, x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(u - x, self.phi(x), weight.transpose(0, 1))
+
+
+class SparseSubnetwork(RateSubnetwork):
+    """A fixed random sparse subnetwork certified by paper 000, Theorem 1 (Sparse Combo Net).
+
+    ``W`` is drawn with ``scipy.sparse.random`` at the given ``density``, entries uniform in
+    ``[-magnitude, magnitude]``, zero diagonal (paper 000, D.1.1), and accepted only when
+    ``g|W| - I`` is Hurwitz; otherwise it is redrawn, at most ``max_tries`` times. Once accepted
+    W is never rescaled (the reference code rescaled after the check, voiding the guarantee).
+    W and its metric are buffers: they are not trained. The metric is the closed-form diagonal
+    metric of the Hurwitz Metzler matrix ``g|W| - I`` (see ``stablernn.contraction``).
+    """
+
+    condition = "paper 000, Theorem 1"
+
+    def __init__(self, size: int, density: float = 0.033, magnitude: float = 1.0,
+                 activation_name: str = "relu", seed: int | None = None,
+                 max_tries: int = 1000) -> None:
+        super().__init__(size, activation_name)
+        self.density = check_in_range("density", density, 0.0, 1.0)
+        if self.density == 0.0:
+            raise ValueError("density must be a number in (0, 1], got 0.0")
+        self.magnitude = check_positive("magnitude", magnitude)
+        self.max_tries = check_positive_int("max_tries", max_tries)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # follows torch.manual_seed
+        self.seed = seed
+        weight, self.tries = self._draw(np.random.default_rng(seed))
+        from stablernn.contraction import theorem1_diagonal_metric
+
+        metric, rate = theorem1_diagonal_metric(weight, self.slope_bound)
+        self.guaranteed_rate = rate
+        self.register_buffer("weight_matrix", torch.as_tensor(weight, dtype=torch.float32))
+        self.register_buffer("metric_matrix", torch.as_tensor(metric, dtype=torch.float32))
+
+    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        size, g = self.size, self.slope_bound
+        for attempt in range(1, self.max_tries + 1):
+            weight = scipy.sparse.random(
+                size, size, density=self.density, random_state=rng,
+                data_rvs=lambda n: rng.uniform(-self.magnitude, self.magnitude, n),
+            ).toarray()
+            np.fill_diagonal(weight, 0.0)
+            comparison = g * np.abs(weight) - np.eye(size)
+            if np.linalg.eigvals(comparison).real.max() < 0:
+                return weight, attempt
+        expected_row_sum = (size - 1) * self.density * self.magnitude / 2
+        raise ValueError(
+            f"no sparse subnetwork of size {size} with density={self.density} and "
+            f"magnitude={self.magnitude} met paper 000 Theorem 1 (g|W| - I Hurwitz) in "
+            f"{self.max_tries} draws; the expected row sum of g|W| is {g * expected_row_sum:.2f} "
+            "(acceptance needs it well below 1): lower density or magnitude"
+        )
+
+    def weight(self) -> torch.Tensor:
+        return self.weight_matrix
+
+    def metric(self) -> torch.Tensor:
+        return self.metric_matrix
+
+    def metric_inverse(self) -> torch.Tensor:
+        return torch.diag(self.metric_matrix.diagonal().reciprocal())  # the metric is diagonal
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, density={self.density}, magnitude={self.magnitude}, seed={self.seed}"
+
+
+class SVDSubnetwork(RateSubnetwork):
+    """A trained subnetwork certified by paper 000, Theorem 5 (SVD Combo Net).
+
+    ``W = Theta^{-1} U Sigma V^T Theta`` with U, V orthogonal (``torch.nn.utils.parametrizations
+    .orthogonal``), ``Sigma = diag(sigma_max * sigmoid(s))`` with ``sigma_max = (1 - margin) / g``
+    so every singular value stays strictly below ``1/g`` by the margin, and
+    ``Theta = diag(exp(theta))`` positive. Metric ``P = Theta^2``; then
+    ``g^2 W^T P W - P = Theta (g^2 V Sigma^2 V^T - I) Theta < 0``.
+
+    Rate: in the metric, ``Theta J Theta^{-1} = -I + U Sigma V^T D`` (D diagonal commutes with
+    Theta) has norm-bounded perturbation ``||U Sigma V^T D|| <= 1 - margin``, so distances shrink
+    at least at ``rate = margin`` for every parameter value.
+    """
+
+    condition = "paper 000, Theorem 5"
+
+    def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05) -> None:
+        super().__init__(size, activation_name)
+        self.margin = check_in_range("margin", margin, 0.0, 1.0)
+        if not 0.0 < self.margin < 1.0:
+            raise ValueError(f"margin must be a number in (0, 1), got {margin!r}")
+        self.left = parametrizations.orthogonal(nn.Linear(size, size, bias=False))
+        self.right = parametrizations.orthogonal(nn.Linear(size, size, bias=False))
+        self.singular_logits = nn.Parameter(torch.zeros(size))
+        self.log_scale = nn.Parameter(torch.zeros(size))
+        self.guaranteed_rate = self.margin
+
+    @property
+    def sigma_max(self) -> float:
+        return (1.0 - self.margin) / self.slope_bound
+
+    def weight(self) -> torch.Tensor:
+        sigma = self.sigma_max * torch.sigmoid(self.singular_logits)
+        scale = torch.exp(self.log_scale)
+        core = (self.left.weight * sigma) @ self.right.weight.transpose(0, 1)
+        return core * (scale.reciprocal().unsqueeze(1) * scale.unsqueeze(0))
+
+    def metric(self) -> torch.Tensor:
+        return torch.diag(torch.exp(2.0 * self.log_scale))
+
+    def metric_inverse(self) -> torch.Tensor:
+        return torch.diag(torch.exp(-2.0 * self.log_scale))
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, margin={self.margin}, slope_bound={self.slope_bound}"
