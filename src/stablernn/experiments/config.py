@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from stablernn.models.registry import MODELS
 from stablernn.tasks.registry import TASKS
@@ -131,13 +137,19 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
+        """Read a config from a TOML (``.toml``) or JSON (``.json``) file."""
         path = Path(path)
+        if path.suffix not in (".toml", ".json"):
+            raise ValueError(f"config file {path} must end in .toml or .json")
         try:
-            values = json.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             raise ValueError(f"config file {path} does not exist") from None
-        except json.JSONDecodeError as error:
-            raise ValueError(f"config file {path} is not valid JSON: {error}") from None
+        try:
+            values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+            kind = "TOML" if path.suffix == ".toml" else "JSON"
+            raise ValueError(f"config file {path} is not valid {kind}: {error}") from None
         if not isinstance(values, dict):
             raise ValueError(f"config file {path} must hold a JSON object, got {type(values).__name__}")
         return cls.from_dict(values, source=str(path))

@@ -1,0 +1,68 @@
+"""Figures a person would rather look at than read (matplotlib, extra ``plot``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'stablernn[plot]'") from None
+    return plt
+
+
+def plot_connectivity(assembly, path: str | Path) -> Path:
+    """The assembled connectivity (paper 000, figure 3): block-diagonal W and feedback L."""
+    plt = _pyplot()
+    with torch.no_grad():
+        recurrent = torch.block_diag(*[leaf.weight() if hasattr(leaf, "weight") else
+                                       torch.zeros(leaf.size, leaf.size)
+                                       for leaf in assembly.leaves()]).cpu().numpy()
+        feedback = assembly.feedback_matrix().cpu().numpy()
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4.6))
+    for axis, matrix, title in ((axes[0], recurrent, "subnetworks W (block-diagonal)"),
+                                (axes[1], feedback, "feedback L = B - M^-1 B^T M")):
+        bound = float(np.abs(matrix).max()) or 1.0
+        image = axis.imshow(matrix, cmap="RdBu_r", vmin=-bound, vmax=bound)
+        edges = np.cumsum([leaf.size for leaf in assembly.leaves()])[:-1] - 0.5
+        for edge in edges:
+            axis.axhline(edge, color="0.7", linewidth=0.4)
+            axis.axvline(edge, color="0.7", linewidth=0.4)
+        axis.set_title(title)
+        figure.colorbar(image, ax=axis, fraction=0.046)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_jacobian_spectrum(jacobians: dict[str, np.ndarray], rate: float | None,
+                           path: str | Path) -> Path:
+    """Eigenvalues of the Jacobian at several activation slopes, with the certified rate."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 4.6))
+    for label, jacobian in jacobians.items():
+        eigenvalues = np.linalg.eigvals(jacobian)
+        axis.scatter(eigenvalues.real, eigenvalues.imag, s=8, label=label, alpha=0.7)
+    if rate is not None:
+        axis.axvline(-rate, color="k", linestyle="--", linewidth=1,
+                     label=f"certified rate: Re = -{rate:.3g}")
+    axis.axvline(0.0, color="0.6", linewidth=0.8)
+    axis.set_xlabel("Re(lambda)")
+    axis.set_ylabel("Im(lambda)")
+    axis.set_title("Jacobian eigenvalues (continuous time)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
