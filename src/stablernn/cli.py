@@ -50,27 +50,61 @@ def _add_train_parser(subparsers) -> None:
                         help="any other model option, e.g. --option beta_a=0.8 (repeatable)")
     parser.add_argument("--max-train-samples", type=int, help="use only the first N training samples")
     parser.add_argument("--max-eval-samples", type=int, help="use only the first N val/test samples")
+    parser.add_argument("--data-dir", help="where the task's data files are (tasks that need files)")
     parser.add_argument("--run-dir", help="where to write the run (default runs/<time>-<model>-<task>)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run exactly (no other option may change)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
-def _train(args: argparse.Namespace) -> int:
-    from stablernn.experiments.training import train
-
+def _train_config(args: argparse.Namespace) -> TrainConfig:
     config = TrainConfig.load(args.config) if args.config else TrainConfig()
     model_options = _parse_options(args.option)
     if args.step_size is not None:
         model_options["step_size"] = args.step_size
     if args.method is not None:
         model_options["method"] = args.method
-    overrides = {name: getattr(args, name) for name in (
-        "model", "task", "hidden_size", "epochs", "batch_size", "learning_rate", "seed",
-        "device", "max_train_samples", "max_eval_samples")}
+    overrides = {name: getattr(args, name) for name in TRAIN_OVERRIDES}
     if args.model is not None and args.model != config.model:
         # options written for another model do not carry over
         config = dataclasses.replace(config, model=args.model, model_options={})
-    config = config.with_overrides(**overrides, model_options=model_options or None)
-    train(config, run_dir=args.run_dir, progress=not args.quiet)
+    if args.data_dir is not None:
+        overrides["task_options"] = {**config.task_options, "data_dir": args.data_dir}
+    return config.with_overrides(**overrides, model_options=model_options or None)
+
+
+TRAIN_OVERRIDES = ("model", "task", "hidden_size", "epochs", "batch_size", "learning_rate",
+                   "seed", "device", "max_train_samples", "max_eval_samples")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from stablernn.experiments.training import resume, train
+
+    if args.resume:
+        changed = [f"--{name.replace('_', '-')}" for name in (*TRAIN_OVERRIDES, "config",
+                   "step_size", "method", "data_dir", "run_dir") if getattr(args, name)]
+        if changed or args.option:
+            raise ValueError(f"--resume continues a run with its own config; remove "
+                             f"{', '.join(changed or ['--option'])}")
+        resume(args.resume, progress=not args.quiet)
+        return 0
+    train(_train_config(args), run_dir=args.run_dir, progress=not args.quiet, force=args.force)
+    return 0
+
+
+def _add_eval_parser(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="evaluate a run's best model on its test set")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--split", choices=("test", "validation"), default="test")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from stablernn.experiments.evaluation import evaluate_run
+
+    result = evaluate_run(args.run_dir, checkpoint=args.checkpoint, split=args.split)
+    print(json.dumps(result, indent=2))
     return 0
 
 
@@ -79,10 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="stablernn", description="Provably stable recurrent neural networks.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(subparsers)
+    _add_eval_parser(subparsers)
     return parser
 
 
-COMMANDS = {"train": _train}
+COMMANDS = {"train": _train, "eval": _eval}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, ImportError, FloatingPointError) as error:
+    except (ValueError, ImportError, FloatingPointError, FileNotFoundError) as error:
         print(f"stablernn {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -15,9 +15,10 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from stablernn.models.registry import MODELS
-from stablernn.tasks.registry import TASKS
+from stablernn.tasks.registry import TASKS, check_task_options
 
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
 
 # Layer options each model gets unless the config says otherwise (merged by ``resolved()``).
 # Lipschitz RNN: paper 002 table 8 (beta 0.75, gamma 0.001) with a larger step for the short
@@ -53,22 +54,26 @@ class TrainConfig:
     :data:`MODEL_DEFAULTS`.
     """
 
+    description: str = ""
     model: str = "lipschitz"
     task: str = "digits"
     hidden_size: int | None = None  # None: the model's default (TRAINING_DEFAULTS)
     model_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)
+    embedding_size: int = 128  # language-model tasks: token embedding before the RNN
     epochs: int = 100
     batch_size: int = 64
     learning_rate: float | None = None
     weight_decay: float | None = None
     lr_decay_epochs: list[int] = field(default_factory=lambda: [80])
     lr_decay_factor: float = 0.1
+    optimizer: str = "adam"  # "rmsprop" uses alpha = 0.9 (paper 002, PTB word level)
     grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    tensorboard: bool = False  # also write TensorBoard event files (extra "tensorboard")
 
     def validate(self) -> TrainConfig:
         def fail(name, value, expected):
@@ -78,7 +83,13 @@ class TrainConfig:
             fail("model", self.model, f"one of {', '.join(sorted(MODELS))}")
         if self.task not in TASKS:
             fail("task", self.task, f"one of {', '.join(sorted(TASKS))}")
-        for name in ("hidden_size", "epochs", "batch_size"):
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+        if not isinstance(self.description, str):
+            fail("description", self.description, "a string")
+        if not isinstance(self.tensorboard, bool):
+            fail("tensorboard", self.tensorboard, "true or false")
+        for name in ("hidden_size", "epochs", "batch_size", "embedding_size"):
             value = getattr(self, name)
             if name == "hidden_size" and value is None:
                 continue
@@ -111,6 +122,10 @@ class TrainConfig:
         for name in ("model_options", "task_options"):
             if not isinstance(getattr(self, name), dict):
                 fail(name, getattr(self, name), "a mapping")
+        try:
+            check_task_options(self.task, self.task_options)
+        except ValueError as error:
+            raise ValueError(f"config task_options: {error}") from None
         return self
 
     def resolved(self) -> TrainConfig:

@@ -1,40 +1,50 @@
-"""The training loop of ``stablernn train``: one run, one run directory."""
+"""The training loop of ``stablernn train``: one run, one run directory, resumable."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from stablernn.experiments import runs
 from stablernn.experiments.checkpoint import load_checkpoint, save_checkpoint
 from stablernn.experiments.config import TrainConfig
-from stablernn.models.readouts import SequenceClassifier
+from stablernn.models.readouts import PerStepReadout, SequenceClassifier
 from stablernn.models.registry import build_layer
-from stablernn.tasks.base import SequenceTask
-from stablernn.tasks.registry import load_task
+from stablernn.tasks import (
+    SequenceTask,
+    correct,
+    get_batch,
+    iterate_batches,
+    load_task,
+    loss_sum,
+    take,
+)
+from stablernn.tasks.base import CLASSIFICATION_KINDS
+from stablernn.tasks.text import bits_per_character, perplexity
 
-METRIC_FIELDS = ("epoch", "train_loss", "train_accuracy", "validation_loss",
-                 "validation_accuracy", "learning_rate", "seconds")
+METRIC_FIELDS = ["epoch", "train_loss", "train_accuracy", "validation_loss",
+                 "validation_accuracy", "learning_rate", "seconds", "max_eig_sym_A",
+                 "max_eig_sym_W"]
 
 
 @dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
-    test_accuracy: float
-    test_loss: float
-    best_validation_accuracy: float
+    test: dict[str, float]
     best_epoch: int
     seconds: float
+
+    @property
+    def test_accuracy(self) -> float | None:
+        return self.test.get("accuracy")
 
 
 def select_device(name: str) -> torch.device:
@@ -46,140 +56,266 @@ def select_device(name: str) -> torch.device:
 
 
 def build_model(config: TrainConfig, task: SequenceTask) -> nn.Module:
-    """The classifier a config describes: its recurrent layer and a linear readout."""
-    layer = build_layer(config.model, task.input_size, config.hidden_size, batch_first=True,
+    """The model a config describes for a task: (embedding), recurrent layer, readout.
+
+    Classification and regression read the last state (:class:`SequenceClassifier`); per-step
+    kinds read every state (:class:`PerStepReadout`); language models embed token ids first.
+    """
+    language_model = task.kind == "language-model"
+    input_size = config.embedding_size if language_model else task.input_size
+    layer = build_layer(config.model, input_size, config.hidden_size, batch_first=True,
                         **config.model_options)
-    return SequenceClassifier(layer, task.output_size)
+    head = (PerStepReadout(layer, task.output_size) if task.per_step
+            else SequenceClassifier(layer, task.output_size))
+    if language_model:
+        return nn.Sequential(nn.Embedding(task.input_size, config.embedding_size), head)
+    return head
 
 
-def _limit(dataset: TensorDataset, count: int | None) -> TensorDataset:
-    if count is None or count >= len(dataset):
-        return dataset
-    return TensorDataset(*(tensor[:count] for tensor in dataset.tensors))
+def recurrent_layer(model: nn.Module) -> nn.Module:
+    """The recurrent layer inside a model built by :func:`build_model`."""
+    head = model[-1] if isinstance(model, nn.Sequential) else model
+    return head.rnn
 
 
-def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int,
-             device: torch.device) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on ``dataset``, without building a graph."""
+def stability_diagnostics(layer: nn.Module) -> dict[str, float]:
+    """Largest eigenvalue of the symmetric parts of A and W (paper 002, figure 5)."""
+    values = {}
+    with torch.no_grad():
+        for name in ("A", "W"):
+            matrix = getattr(layer, name, None)
+            if isinstance(matrix, torch.Tensor):
+                symmetric = 0.5 * (matrix + matrix.T)
+                values[f"max_eig_sym_{name}"] = torch.linalg.eigvalsh(symmetric.double()).max().item()
+    return values
+
+
+def evaluate(model: nn.Module, dataset, kind: str, batch_size: int, device: torch.device,
+             generator: torch.Generator | None = None) -> dict[str, float]:
+    """Mean loss (and accuracy for classification kinds) on a split, without a graph."""
     was_training = model.training
     model.eval()
-    inputs, targets = dataset.tensors
-    total_loss, correct = 0.0, 0
+    total, units, hits, predictions = 0.0, 0, 0, 0
     with torch.no_grad():
-        for start in range(0, len(inputs), batch_size):
-            batch = inputs[start:start + batch_size].to(device)
-            labels = targets[start:start + batch_size].to(device)
-            logits = model(batch)
-            total_loss += nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-            correct += (logits.argmax(dim=1) == labels).sum().item()
+        for batch in iterate_batches(dataset, batch_size, generator):
+            inputs, targets = batch.inputs.to(device), batch.targets.to(device)
+            mask = None if batch.mask is None else batch.mask.to(device)
+            outputs = model(inputs)
+            batch_total, batch_units = loss_sum(kind, outputs, targets, mask)
+            total, units = total + batch_total.item(), units + batch_units
+            if kind in CLASSIFICATION_KINDS:
+                batch_hits, batch_predictions = correct(kind, outputs, targets, mask)
+                hits, predictions = hits + batch_hits, predictions + batch_predictions
     model.train(was_training)
-    return total_loss / len(inputs), correct / len(inputs)
+    result = {"loss": total / max(units, 1)}
+    if kind in CLASSIFICATION_KINDS:
+        result["accuracy"] = hits / max(predictions, 1)
+    return result
 
 
-def default_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{stamp}-{config.model}-{config.task}-seed{config.seed}"
+def _optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
+    options = {"lr": config.learning_rate, "weight_decay": config.weight_decay}
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(parameters, alpha=0.9, **options)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, momentum=0.9, **options)
+    return torch.optim.Adam(parameters, **options)
+
+
+def _score(kind: str, validation: dict[str, float]) -> float:
+    """Model selection: validation accuracy for classification kinds, else -loss."""
+    return validation["accuracy"] if kind in CLASSIFICATION_KINDS else -validation["loss"]
+
+
+class _Run:
+    """Everything a run holds in memory; checkpointed at the end of every epoch."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, log: Callable[[str], None]):
+        self.config, self.run_dir, self.log = config, run_dir, log
+        self.device = select_device(config.device)
+        task = load_task(config.task, **config.task_options)
+        self.task = task
+        self.train_set = take(task.train, config.max_train_samples)
+        self.validation_set = take(task.validation, config.max_eval_samples)
+        self.test_set = take(task.test, config.max_eval_samples)
+        torch.manual_seed(config.seed)  # after task loading, so the seed fixes the initialization
+        self.model = build_model(config, task).to(self.device)
+        self.optimizer = _optimizer(config, self.model.parameters())
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=config.lr_decay_epochs, gamma=config.lr_decay_factor)
+        self.shuffle = torch.Generator().manual_seed(config.seed)
+        self.noise = torch.Generator().manual_seed(config.seed + 1)
+        self.epoch, self.best_score, self.best_epoch = 0, -math.inf, 0
+        self.history: list[dict[str, Any]] = []
+
+    def state(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "epoch": self.epoch,
+                "model_state": self.model.state_dict(),
+                "optimizer_state": self.optimizer.state_dict(),
+                "scheduler_state": self.scheduler.state_dict(),
+                "shuffle_state": self.shuffle.get_state(), "noise_state": self.noise.get_state(),
+                "torch_rng_state": torch.get_rng_state(),
+                "best_score": self.best_score, "best_epoch": self.best_epoch,
+                "history": self.history}
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model_state"])
+        self.optimizer.load_state_dict(payload["optimizer_state"])
+        self.scheduler.load_state_dict(payload["scheduler_state"])
+        self.shuffle.set_state(payload["shuffle_state"])
+        self.noise.set_state(payload["noise_state"])
+        torch.set_rng_state(payload["torch_rng_state"])
+        self.epoch, self.best_epoch = payload["epoch"], payload["best_epoch"]
+        self.best_score, self.history = payload["best_score"], payload["history"]
+
+    def train_epoch(self, progress: bool) -> dict[str, float]:
+        config, kind, model = self.config, self.task.kind, self.model
+        order = torch.randperm(len(self.train_set), generator=self.shuffle)
+        bar = tqdm(range(0, len(order), config.batch_size), disable=not progress, leave=False,
+                   desc=f"epoch {self.epoch + 1}/{config.epochs}", unit="batch")
+        total, units, hits, predictions = 0.0, 0, 0, 0
+        model.train()
+        for start in bar:
+            batch = get_batch(self.train_set, order[start:start + config.batch_size], self.noise)
+            inputs, targets = batch.inputs.to(self.device), batch.targets.to(self.device)
+            mask = None if batch.mask is None else batch.mask.to(self.device)
+            outputs = model(inputs)
+            batch_total, batch_units = loss_sum(kind, outputs, targets, mask)
+            loss = batch_total / max(batch_units, 1)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(
+                    f"training loss became {loss.item()} in epoch {self.epoch + 1}; lower "
+                    "learning_rate or step_size, or set grad_clip")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            self.optimizer.step()
+            total, units = total + batch_total.item(), units + batch_units
+            postfix = {"loss": f"{total / units:.3f}"}
+            if kind in CLASSIFICATION_KINDS:
+                batch_hits, batch_predictions = correct(kind, outputs.detach(), targets, mask)
+                hits, predictions = hits + batch_hits, predictions + batch_predictions
+                postfix["acc"] = f"{hits / predictions:.3f}"
+            bar.set_postfix(postfix)
+        bar.close()
+        row = {"train_loss": total / max(units, 1)}
+        if kind in CLASSIFICATION_KINDS:
+            row["train_accuracy"] = hits / max(predictions, 1)
+        return row
+
+    def fit(self, progress: bool, writer=None) -> None:
+        config, kind = self.config, self.task.kind
+        metrics = runs.MetricsLog(self.run_dir / runs.METRICS_FILE, METRIC_FIELDS, self.history)
+        evaluation_batch = config.batch_size * 4
+        while self.epoch < config.epochs:
+            started = time.perf_counter()
+            row = self.train_epoch(progress)
+            self.epoch += 1
+            row["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            validation = evaluate(self.model, self.validation_set, kind, evaluation_batch,
+                                  self.device)
+            row.update({f"validation_{key}": value for key, value in validation.items()})
+            row.update(stability_diagnostics(recurrent_layer(self.model)))
+            row.update(epoch=self.epoch, seconds=time.perf_counter() - started)
+            self.history.append(row)
+            metrics.append(row)
+            if writer is not None:
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, self.epoch)
+                writer.flush()
+            score = _score(kind, validation)
+            improved = score > self.best_score
+            if improved:
+                self.best_score, self.best_epoch = score, self.epoch
+            state = self.state()
+            if improved:
+                save_checkpoint(self.run_dir / runs.BEST_CHECKPOINT, state)
+            save_checkpoint(self.run_dir / runs.LAST_CHECKPOINT, state)
+            if progress:
+                shown = " ".join(f"{key} {row[key]:.4f}" for key in (
+                    "train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
+                    if key in row)
+                self.log(f"epoch {self.epoch:3d}  {shown}  ({row['seconds']:.1f} s)")
+
+    def finish(self) -> TrainResult:
+        best = load_checkpoint(self.run_dir / runs.BEST_CHECKPOINT, map_location=self.device)
+        self.model.load_state_dict(best["model_state"])
+        test = evaluate(self.model, self.test_set, self.task.kind, self.config.batch_size * 4,
+                        self.device)
+        if self.task.kind == "language-model":
+            level = self.task.info.get("level", "char")
+            test["bits_per_character" if level == "char" else "perplexity"] = (
+                bits_per_character(test["loss"]) if level == "char" else perplexity(test["loss"]))
+        seconds = sum(row["seconds"] for row in self.history)
+        results = {f"test_{key}": value for key, value in test.items()}
+        results.update(best_epoch=self.best_epoch, train_seconds=seconds,
+                       test_samples=len(self.test_set), epochs=self.epoch)
+        (self.run_dir / runs.RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+        shown = ", ".join(f"test {key} {value:.4f}" for key, value in sorted(test.items()))
+        self.log(f"{shown} (model of epoch {self.best_epoch}); trained in {seconds:.0f} s")
+        return TrainResult(self.run_dir, test, self.best_epoch, seconds)
+
+
+def _tensorboard(config: TrainConfig, run_dir: Path):
+    if not config.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ImportError("tensorboard = true needs: pip install 'stablernn[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def _run(run: _Run, progress: bool) -> TrainResult:
+    writer = _tensorboard(run.config, run.run_dir)
+    try:
+        run.fit(progress, writer)
+    finally:
+        if writer is not None:
+            writer.close()
+    return run.finish()
 
 
 def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True,
-          log: Callable[[str], None] = print) -> TrainResult:
+          log: Callable[[str], None] = print, force: bool = False) -> TrainResult:
     """Train the model a config describes; write the run directory; return test figures.
 
     The run directory holds ``config.json`` (resolved), ``metrics.csv`` (one row per epoch),
-    ``checkpoint.pt`` (the last epoch), ``best.pt`` (best validation accuracy) and
-    ``results.json``. Test figures are those of the best-validation model.
+    ``checkpoint.pt`` (written atomically after every epoch, with optimizer and random states
+    so :func:`resume` continues exactly), ``best.pt`` (best validation score) and
+    ``results.json`` (test figures of the best-validation model). An existing run is never
+    overwritten unless ``force``.
     """
     config = config.resolved()
-    device = select_device(config.device)
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-
-    task = load_task(config.task, **config.task_options)
-    train_set = _limit(task.train, config.max_train_samples)
-    validation_set = _limit(task.validation, config.max_eval_samples)
-    test_set = _limit(task.test, config.max_eval_samples)
-    log(task.summary())
-
-    torch.manual_seed(config.seed)  # after task loading, so the seed fixes the initialization
-    model = build_model(config, task).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
-                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=config.lr_decay_epochs, gamma=config.lr_decay_factor)
-    shuffle = torch.Generator().manual_seed(config.seed)
-    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    run_dir = Path(run_dir) if run_dir is not None else runs.default_run_dir(config)
+    run = _Run(config, run_dir, log)  # loads the task and builds the model: fails before writing
+    runs.create_run_dir(run_dir, config, force)
+    log(run.task.summary())
+    parameters = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     log(f"model {config.model} (hidden {config.hidden_size}, {parameters:,} trained parameters) "
-        f"on {device}; run directory {run_dir}")
+        f"on {run.device}; run directory {run_dir}")
+    return _run(run, progress)
 
-    inputs, targets = train_set.tensors
-    best_accuracy, best_epoch = -1.0, 0
-    started = time.perf_counter()
-    with open(run_dir / "metrics.csv", "w", newline="") as metrics_file:
-        writer = csv.DictWriter(metrics_file, fieldnames=METRIC_FIELDS)
-        writer.writeheader()
-        for epoch in range(1, config.epochs + 1):
-            epoch_started = time.perf_counter()
-            order = torch.randperm(len(inputs), generator=shuffle)
-            batches = range(0, len(inputs), config.batch_size)
-            bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress,
-                       leave=False, unit="batch")
-            loss_sum, correct, seen = 0.0, 0, 0
-            model.train()
-            for start in bar:
-                index = order[start:start + config.batch_size]
-                batch, labels = inputs[index].to(device), targets[index].to(device)
-                logits = model(batch)
-                loss = nn.functional.cross_entropy(logits, labels)
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(
-                        f"training loss became {loss.item()} at epoch {epoch}; lower "
-                        "learning_rate or step_size, or set grad_clip")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                loss_sum += loss.item() * len(index)
-                correct += (logits.argmax(dim=1) == labels).sum().item()
-                seen += len(index)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
-            bar.close()
-            learning_rate = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            validation_loss, validation_accuracy = evaluate(
-                model, validation_set, config.batch_size * 4, device)
-            row = {
-                "epoch": epoch, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-                "validation_loss": validation_loss, "validation_accuracy": validation_accuracy,
-                "learning_rate": learning_rate, "seconds": time.perf_counter() - epoch_started,
-            }
-            writer.writerow(row)
-            metrics_file.flush()
-            state = {"config": config.to_dict(), "epoch": epoch,
-                     "model_state": model.state_dict(),
-                     "optimizer_state": optimizer.state_dict(),
-                     "scheduler_state": scheduler.state_dict(),
-                     "validation_accuracy": validation_accuracy}
-            save_checkpoint(run_dir / "checkpoint.pt", state)
-            if validation_accuracy > best_accuracy:
-                best_accuracy, best_epoch = validation_accuracy, epoch
-                save_checkpoint(run_dir / "best.pt", state)
-            if progress:
-                log(f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  "
-                    f"train acc {row['train_accuracy']:.4f}  val acc {validation_accuracy:.4f}  "
-                    f"({row['seconds']:.1f} s)")
 
-    seconds = time.perf_counter() - started
-
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt", map_location=device)["model_state"])
-    test_loss, test_accuracy = evaluate(model, test_set, config.batch_size * 4, device)
-    result = TrainResult(run_dir, test_accuracy, test_loss, best_accuracy, best_epoch, seconds)
-    (run_dir / "results.json").write_text(json.dumps({
-        "test_accuracy": test_accuracy, "test_loss": test_loss,
-        "best_validation_accuracy": best_accuracy, "best_epoch": best_epoch,
-        "train_seconds": seconds, "test_samples": len(test_set),
-    }, indent=2) + "\n")
-    log(f"test accuracy {test_accuracy:.4f} (model of epoch {best_epoch}, best validation "
-        f"accuracy {best_accuracy:.4f}); trained in {seconds:.0f} s")
-    return result
+def resume(run_dir: str | Path, progress: bool = True,
+           log: Callable[[str], None] = print) -> TrainResult:
+    """Continue an interrupted run from its last checkpoint, exactly where it stopped."""
+    run_dir = Path(run_dir)
+    config = runs.read_run_config(run_dir)
+    checkpoint = run_dir / runs.LAST_CHECKPOINT
+    if not checkpoint.exists():
+        raise runs.RunDirectoryError(
+            f"run directory {run_dir} has no {runs.LAST_CHECKPOINT} yet (it stopped before its "
+            "first epoch ended): start it again with --force")
+    payload = load_checkpoint(checkpoint)
+    if payload["config"] != config.to_dict():
+        raise runs.RunDirectoryError(
+            f"{checkpoint} was written with another config than {run_dir / runs.CONFIG_FILE}; "
+            "refusing to resume a run whose config was changed")
+    run = _Run(config, run_dir, log)
+    run.restore(payload)
+    log(f"resuming {run_dir} after epoch {run.epoch} of {config.epochs}")
+    return _run(run, progress)
