@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from stablernn.experiments import runs
+from stablernn.experiments import distributed, runs
 from stablernn.experiments.checkpoint import load_checkpoint, save_checkpoint
 from stablernn.experiments.config import TrainConfig
 from stablernn.models.readouts import PerStepReadout, SequenceClassifier
@@ -131,15 +132,26 @@ class _Run:
     """Everything a run holds in memory; checkpointed at the end of every epoch."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, log: Callable[[str], None]):
-        self.config, self.run_dir, self.log = config, run_dir, log
+        self.config, self.run_dir = config, run_dir
         self.device = select_device(config.device)
+        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        self.context = distributed.setup(self.device)
+        self.log = log if self.context.main else (lambda message: None)
         task = load_task(config.task, **config.task_options)
         self.task = task
         self.train_set = take(task.train, config.max_train_samples)
         self.validation_set = take(task.validation, config.max_eval_samples)
         self.test_set = take(task.test, config.max_eval_samples)
         torch.manual_seed(config.seed)  # after task loading, so the seed fixes the initialization
-        self.model = build_model(config, task).to(self.device)
+        self.module = build_model(config, task).to(self.device)
+        self.model = self.module
+        if self.context.distributed:
+            if config.batch_size < self.context.world_size:
+                raise ValueError(f"batch_size ({config.batch_size}) must be at least the number "
+                                 f"of processes ({self.context.world_size})")
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.module, device_ids=device_ids)
         self.optimizer = _optimizer(config, self.model.parameters())
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=config.lr_decay_epochs, gamma=config.lr_decay_factor)
@@ -150,7 +162,7 @@ class _Run:
 
     def state(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "epoch": self.epoch,
-                "model_state": self.model.state_dict(),
+                "model_state": self.module.state_dict(),
                 "optimizer_state": self.optimizer.state_dict(),
                 "scheduler_state": self.scheduler.state_dict(),
                 "shuffle_state": self.shuffle.get_state(), "noise_state": self.noise.get_state(),
@@ -159,7 +171,7 @@ class _Run:
                 "history": self.history}
 
     def restore(self, payload: dict[str, Any]) -> None:
-        self.model.load_state_dict(payload["model_state"])
+        self.module.load_state_dict(payload["model_state"])
         self.optimizer.load_state_dict(payload["optimizer_state"])
         self.scheduler.load_state_dict(payload["scheduler_state"])
         self.shuffle.set_state(payload["shuffle_state"])
@@ -169,19 +181,26 @@ class _Run:
         self.best_score, self.history = payload["best_score"], payload["history"]
 
     def train_epoch(self, progress: bool) -> dict[str, float]:
-        config, kind, model = self.config, self.task.kind, self.model
+        """One pass over the training set. Under DDP each rank runs its share of every global
+        batch and the loss is scaled so that the averaged gradient is the global batch's."""
+        config, kind, model, context = self.config, self.task.kind, self.model, self.context
         order = torch.randperm(len(self.train_set), generator=self.shuffle)
-        bar = tqdm(range(0, len(order), config.batch_size), disable=not progress, leave=False,
+        starts = range(0, len(order), config.batch_size)
+        bar = tqdm(starts, disable=not (progress and context.main), leave=False,
                    desc=f"epoch {self.epoch + 1}/{config.epochs}", unit="batch")
         total, units, hits, predictions = 0.0, 0, 0, 0
         model.train()
         for start in bar:
-            batch = get_batch(self.train_set, order[start:start + config.batch_size], self.noise)
+            indices = order[start:start + config.batch_size]
+            if len(indices) < context.world_size:
+                continue  # too small to give every process a sample (distributed only)
+            batch = get_batch(self.train_set, context.shard(indices), self.noise)
             inputs, targets = batch.inputs.to(self.device), batch.targets.to(self.device)
             mask = None if batch.mask is None else batch.mask.to(self.device)
             outputs = model(inputs)
             batch_total, batch_units = loss_sum(kind, outputs, targets, mask)
-            loss = batch_total / max(batch_units, 1)
+            global_units = context.sum(batch_units)
+            loss = batch_total * (context.world_size / max(global_units, 1))
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(
                     f"training loss became {loss.item()} in epoch {self.epoch + 1}; lower "
@@ -199,51 +218,60 @@ class _Run:
                 postfix["acc"] = f"{hits / predictions:.3f}"
             bar.set_postfix(postfix)
         bar.close()
+        total, units = context.sum(total), context.sum(units)
         row = {"train_loss": total / max(units, 1)}
         if kind in CLASSIFICATION_KINDS:
-            row["train_accuracy"] = hits / max(predictions, 1)
+            row["train_accuracy"] = context.sum(hits) / max(context.sum(predictions), 1)
         return row
 
     def fit(self, progress: bool, writer=None) -> None:
-        config, kind = self.config, self.task.kind
-        metrics = runs.MetricsLog(self.run_dir / runs.METRICS_FILE, METRIC_FIELDS, self.history)
-        evaluation_batch = config.batch_size * 4
+        config = self.config
+        if self.context.main:
+            self.metrics = runs.MetricsLog(self.run_dir / runs.METRICS_FILE, METRIC_FIELDS,
+                                           self.history)
         while self.epoch < config.epochs:
             started = time.perf_counter()
             row = self.train_epoch(progress)
             self.epoch += 1
             row["learning_rate"] = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
-            validation = evaluate(self.model, self.validation_set, kind, evaluation_batch,
-                                  self.device)
-            row.update({f"validation_{key}": value for key, value in validation.items()})
-            row.update(stability_diagnostics(recurrent_layer(self.model)))
-            row.update(epoch=self.epoch, seconds=time.perf_counter() - started)
-            self.history.append(row)
-            metrics.append(row)
-            if writer is not None:
-                for key, value in row.items():
-                    if key != "epoch":
-                        writer.add_scalar(key, value, self.epoch)
-                writer.flush()
-            score = _score(kind, validation)
-            improved = score > self.best_score
-            if improved:
-                self.best_score, self.best_epoch = score, self.epoch
-            state = self.state()
-            if improved:
-                save_checkpoint(self.run_dir / runs.BEST_CHECKPOINT, state)
-            save_checkpoint(self.run_dir / runs.LAST_CHECKPOINT, state)
-            if progress:
-                shown = " ".join(f"{key} {row[key]:.4f}" for key in (
-                    "train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
-                    if key in row)
-                self.log(f"epoch {self.epoch:3d}  {shown}  ({row['seconds']:.1f} s)")
+            if self.context.main:
+                self._end_epoch(row, started, progress, writer)
+            self.context.barrier()
+
+    def _end_epoch(self, row: dict[str, Any], started: float, progress: bool, writer) -> None:
+        """Validation, metrics and checkpoints (the main process only)."""
+        kind = self.task.kind
+        validation = evaluate(self.module, self.validation_set, kind, self.config.batch_size * 4,
+                              self.device)
+        row.update({f"validation_{key}": value for key, value in validation.items()})
+        row.update(stability_diagnostics(recurrent_layer(self.module)))
+        row.update(epoch=self.epoch, seconds=time.perf_counter() - started)
+        self.history.append(row)
+        self.metrics.append(row)
+        if writer is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    writer.add_scalar(key, value, self.epoch)
+            writer.flush()
+        score = _score(kind, validation)
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch = score, self.epoch
+        state = self.state()
+        if improved:
+            save_checkpoint(self.run_dir / runs.BEST_CHECKPOINT, state)
+        save_checkpoint(self.run_dir / runs.LAST_CHECKPOINT, state)
+        if progress:
+            shown = " ".join(f"{key} {row[key]:.4f}" for key in (
+                "train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
+                if key in row)
+            self.log(f"epoch {self.epoch:3d}  {shown}  ({row['seconds']:.1f} s)")
 
     def finish(self) -> TrainResult:
         best = load_checkpoint(self.run_dir / runs.BEST_CHECKPOINT, map_location=self.device)
-        self.model.load_state_dict(best["model_state"])
-        test = evaluate(self.model, self.test_set, self.task.kind, self.config.batch_size * 4,
+        self.module.load_state_dict(best["model_state"])
+        test = evaluate(self.module, self.test_set, self.task.kind, self.config.batch_size * 4,
                         self.device)
         if self.task.kind == "language-model":
             level = self.task.info.get("level", "char")
@@ -269,14 +297,16 @@ def _tensorboard(config: TrainConfig, run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-def _run(run: _Run, progress: bool) -> TrainResult:
-    writer = _tensorboard(run.config, run.run_dir)
+def _run(run: _Run, progress: bool) -> TrainResult | None:
+    """Fit and finish; under DDP only the main process returns a result."""
+    writer = _tensorboard(run.config, run.run_dir) if run.context.main else None
     try:
         run.fit(progress, writer)
+        return run.finish() if run.context.main else None
     finally:
         if writer is not None:
             writer.close()
-    return run.finish()
+        distributed.teardown(run.context)
 
 
 def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True,
@@ -292,7 +322,9 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     config = config.resolved()
     run_dir = Path(run_dir) if run_dir is not None else runs.default_run_dir(config)
     run = _Run(config, run_dir, log)  # loads the task and builds the model: fails before writing
-    runs.create_run_dir(run_dir, config, force)
+    if run.context.main:
+        runs.create_run_dir(run_dir, config, force)
+    run.context.barrier()
     log(run.task.summary())
     parameters = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
     log(f"model {config.model} (hidden {config.hidden_size}, {parameters:,} trained parameters) "
