@@ -108,16 +108,44 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sweep_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="repeats and grids of runs on Ray Tune (extra 'sweep')",
+        description="Run a config over seeds and a grid of settings on Ray Tune; each trial is "
+                    "an ordinary run directory; writes summary.md (mean (n) [min]).")
+    parser.add_argument("--config", help="TOML or JSON config (default: the main job)")
+    parser.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="a config key and its values, e.g. model_options.density=0.01,0.033")
+    parser.add_argument("--sweep-dir", required=True, help="where the trials and summary go")
+    parser.add_argument("--address", help="an existing Ray cluster (default: start a local Ray)")
+    parser.add_argument("--cpus-per-trial", type=float, default=1.0)
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from stablernn.experiments.sweeps import parse_grid, run_sweep
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    config = TrainConfig.load(args.config) if args.config else TrainConfig()
+    run_sweep(config, args.sweep_dir, list(range(args.seeds)), parse_grid(args.grid),
+              address=args.address, cpus_per_trial=args.cpus_per_trial,
+              gpus_per_trial=args.gpus_per_trial)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablernn", description="Provably stable recurrent neural networks.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_train_parser(subparsers)
     _add_eval_parser(subparsers)
+    _add_sweep_parser(subparsers)
     return parser
 
 
-COMMANDS = {"train": _train, "eval": _eval}
+COMMANDS = {"train": _train, "eval": _eval, "sweep": _sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
