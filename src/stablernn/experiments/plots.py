@@ -66,3 +66,34 @@ def plot_jacobian_spectrum(jacobians: dict[str, np.ndarray], rate: float | None,
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_training(history: list[dict], path: str | Path) -> Path:
+    """Loss and accuracy per epoch; for a Lipschitz RNN also the largest eigenvalue of the
+    symmetric parts of A and W over training (paper 002, figure 5)."""
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    spectral = [key for key in ("max_eig_sym_A", "max_eig_sym_W") if key in history[0]]
+    panels = 2 + bool(spectral)
+    figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.6))
+    for key, style in (("train_loss", "-"), ("validation_loss", "--")):
+        axes[0].plot(epochs, [row.get(key) for row in history], style, label=key)
+    axes[0].set_yscale("log")
+    axes[0].set_title("loss")
+    for key, style in (("train_accuracy", "-"), ("validation_accuracy", "--")):
+        if key in history[0]:
+            axes[1].plot(epochs, [row[key] for row in history], style, label=key)
+    axes[1].set_title("accuracy")
+    if spectral:
+        for key in spectral:
+            axes[2].plot(epochs, [row[key] for row in history], label=key.replace("max_eig_", "max eig "))
+        axes[2].axhline(0.0, color="0.6", linewidth=0.8)
+        axes[2].set_title("largest eigenvalue of sym(A), sym(W)")
+    for axis in axes:
+        axis.set_xlabel("epoch")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

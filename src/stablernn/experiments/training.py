@@ -282,6 +282,12 @@ class _Run:
         results.update(best_epoch=self.best_epoch, train_seconds=seconds,
                        test_samples=len(self.test_set), epochs=self.epoch)
         (self.run_dir / runs.RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+        try:
+            from stablernn.experiments.plots import plot_training
+
+            plot_training(self.history, self.run_dir / "training.png")
+        except ImportError:
+            self.log("(matplotlib not installed: no training.png; pip install 'stablernn[plot]')")
         shown = ", ".join(f"test {key} {value:.4f}" for key, value in sorted(test.items()))
         self.log(f"{shown} (model of epoch {self.best_epoch}); trained in {seconds:.0f} s")
         return TrainResult(self.run_dir, test, self.best_epoch, seconds)
