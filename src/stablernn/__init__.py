@@ -5,15 +5,23 @@ from stablernn.models import (
     LSTM,
     ODERNN,
     AntisymmetricRNN,
+    Assembly,
+    HierarchicalConnection,
     LipschitzCell,
     LipschitzRNN,
+    NetworkOfNetworks,
     PerStepReadout,
     SequenceClassifier,
+    SparseComboNet,
+    SparseSubnetwork,
+    SVDComboNet,
+    SVDSubnetwork,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRU", "LSTM", "ODERNN", "AntisymmetricRNN", "LipschitzCell", "LipschitzRNN",
-    "PerStepReadout", "SequenceClassifier", "__version__",
+    "GRU", "LSTM", "ODERNN", "AntisymmetricRNN", "Assembly", "HierarchicalConnection",
+    "LipschitzCell", "LipschitzRNN", "NetworkOfNetworks", "PerStepReadout", "SVDComboNet",
+    "SVDSubnetwork", "SequenceClassifier", "SparseComboNet", "SparseSubnetwork", "__version__",
 ]

@@ -135,6 +135,27 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_certify_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "certify", help="certificate of contraction of a trained model",
+        description="Print the contraction certificate of a run's model (or a checkpoint file) "
+                    "and write certificate.json beside it. Exit status 0 when contracting, 1 "
+                    "when not, 2 on error.")
+    parser.add_argument("path", metavar="PATH", help="a run directory or a checkpoint file")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="which checkpoint of a run directory (default best)")
+    parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+
+
+def _certify(args: argparse.Namespace) -> int:
+    from stablernn.experiments.certificates import certify_run
+
+    certificate, _, written = certify_run(args.path, args.checkpoint, plots=not args.no_plots)
+    print(certificate)
+    print("wrote " + ", ".join(str(path) for path in written))
+    return 0 if certificate.contracting else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablernn", description="Provably stable recurrent neural networks.")
@@ -142,10 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(subparsers)
     _add_eval_parser(subparsers)
     _add_sweep_parser(subparsers)
+    _add_certify_parser(subparsers)
     return parser
 
 
-COMMANDS = {"train": _train, "eval": _eval, "sweep": _sweep}
+COMMANDS = {"train": _train, "eval": _eval, "sweep": _sweep, "certify": _certify}
 
 
 def main(argv: list[str] | None = None) -> int:

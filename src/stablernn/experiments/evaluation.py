@@ -7,27 +7,50 @@ from pathlib import Path
 import torch
 
 from stablernn.experiments import runs
-from stablernn.experiments.checkpoint import load_checkpoint
-from stablernn.experiments.training import build_model, evaluate, select_device
+from stablernn.experiments.checkpoint import CheckpointError, load_checkpoint
+from stablernn.experiments.config import TrainConfig
+from stablernn.experiments.training import TaskSignature, build_model, evaluate, select_device
 from stablernn.tasks import load_task, take
+
+
+def checkpoint_path(path: str | Path, checkpoint: str = "best") -> Path:
+    """A checkpoint file itself, or the best/last checkpoint of a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        runs.read_run_config(path)  # refuses a directory that is not a run
+        return path / (runs.BEST_CHECKPOINT if checkpoint == "best" else runs.LAST_CHECKPOINT)
+    return path
+
+
+def load_model(path: str | Path, checkpoint: str = "best", device: str = "cpu"):
+    """``(config, model)`` from a run directory or a checkpoint file, without loading data.
+
+    The model is rebuilt from the config and task signature stored in the checkpoint, and its
+    weights (and buffers, such as fixed sparse subnetworks) loaded from it.
+    """
+    file = checkpoint_path(path, checkpoint)
+    payload = load_checkpoint(file, map_location=device)
+    try:
+        config = TrainConfig.from_dict(payload["config"], source=str(file))
+        signature = TaskSignature(**payload["task"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"{file} lacks the config or task of its run ({error})") from None
+    torch.manual_seed(config.seed)  # same draws as training (e.g. fixed sparse subnetworks)
+    model = build_model(config, signature)
+    try:
+        model.load_state_dict(payload["model_state"])
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{file} does not fit the model its config describes: "
+            f"{str(error).splitlines()[0]}") from None
+    return config, model.to(device)
 
 
 def load_run_model(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu"):
     """``(config, task, model)`` of a run, with the weights of its best or last checkpoint."""
-    run_dir = Path(run_dir)
-    config = runs.read_run_config(run_dir)
-    name = runs.BEST_CHECKPOINT if checkpoint == "best" else runs.LAST_CHECKPOINT
-    payload = load_checkpoint(run_dir / name, map_location=device)
+    config, model = load_model(run_dir, checkpoint, device)
     task = load_task(config.task, **config.task_options)
-    torch.manual_seed(config.seed)  # same draws as training (e.g. fixed sparse subnetworks)
-    model = build_model(config, task)
-    try:
-        model.load_state_dict(payload["model_state"])
-    except (KeyError, RuntimeError) as error:
-        raise runs.RunDirectoryError(
-            f"{run_dir / name} does not fit the model of {run_dir / runs.CONFIG_FILE}: "
-            f"{str(error).splitlines()[0]}") from None
-    return config, task, model.to(device)
+    return config, task, model
 
 
 def evaluate_run(run_dir: str | Path, checkpoint: str = "best", split: str = "test",

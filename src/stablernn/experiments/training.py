@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -37,6 +38,21 @@ METRIC_FIELDS = ["epoch", "train_loss", "train_accuracy", "validation_loss",
 
 
 @dataclass(frozen=True)
+class TaskSignature:
+    """What a model needs to know of its task (saved in checkpoints, so a model can be rebuilt
+    without loading the data)."""
+
+    input_size: int
+    output_size: int
+    kind: str
+    per_step: bool
+
+    @classmethod
+    def of(cls, task: SequenceTask) -> TaskSignature:
+        return cls(task.input_size, task.output_size, task.kind, task.per_step)
+
+
+@dataclass(frozen=True)
 class TrainResult:
     run_dir: Path
     test: dict[str, float]
@@ -56,7 +72,7 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: TrainConfig, task: SequenceTask) -> nn.Module:
+def build_model(config: TrainConfig, task: SequenceTask | TaskSignature) -> nn.Module:
     """The model a config describes for a task: (embedding), recurrent layer, readout.
 
     Classification and regression read the last state (:class:`SequenceClassifier`); per-step
@@ -162,6 +178,7 @@ class _Run:
 
     def state(self) -> dict[str, Any]:
         return {"config": self.config.to_dict(), "epoch": self.epoch,
+                "task": dataclasses.asdict(TaskSignature.of(self.task)),
                 "model_state": self.module.state_dict(),
                 "optimizer_state": self.optimizer.state_dict(),
                 "scheduler_state": self.scheduler.state_dict(),
@@ -288,6 +305,20 @@ class _Run:
             plot_training(self.history, self.run_dir / "training.png")
         except ImportError:
             self.log("(matplotlib not installed: no training.png; pip install 'stablernn[plot]')")
+        from stablernn.experiments.certificates import (
+            write_certificate,
+            write_certificate_plots,
+        )
+        from stablernn.certification import certify
+
+        layer = recurrent_layer(self.module)
+        certificate = certify(layer)
+        write_certificate(certificate, self.run_dir)
+        try:
+            write_certificate_plots(layer, certificate, self.run_dir)
+        except ImportError:
+            pass
+        self.log(f"certificate of the trained model (certificate.json):\n{certificate}")
         shown = ", ".join(f"test {key} {value:.4f}" for key, value in sorted(test.items()))
         self.log(f"{shown} (model of epoch {self.best_epoch}); trained in {seconds:.0f} s")
         return TrainResult(self.run_dir, test, self.best_epoch, seconds)

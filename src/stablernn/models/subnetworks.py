@@ -160,3 +160,182 @@ class SVDSubnetwork(RateSubnetwork):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, margin={self.margin}, slope_bound={self.slope_bound}"
+
+
+def _positive(free: torch.Tensor, floor: float) -> torch.Tensor:
+    """Entries ``free^2 + floor`` (paper 000, after Theorem 3: ``P_ii = d_i^2 + epsilon``)."""
+    return free * free + floor
+
+
+class ProductSubnetwork(RateSubnetwork):
+    """A trained subnetwork certified by paper 000, Theorem 3: ``W = -P1 Q P2``.
+
+    ``P1 = diag(d1^2 + eps)``, ``P2 = diag(d2^2 + eps)``, ``Q = E^T E + eps I`` (the paper's
+    parameterization). Metric ``M = (P1 Q P1)^{-1}``: then ``M W D = -P1^{-1} P2 D`` is diagonal
+    and <= 0 for every slope matrix D, so ``M J + J^T M <= -2 M``: rate 1 for any parameters.
+    """
+
+    condition = "paper 000, Theorem 3"
+
+    def __init__(self, size: int, activation_name: str = "relu", floor: float = 1e-3,
+                 init_std: float = 0.1) -> None:
+        super().__init__(size, activation_name)
+        self.floor = check_positive("floor", floor)
+        self.left_scale = nn.Parameter(torch.ones(size))
+        self.right_scale = nn.Parameter(torch.ones(size))
+        # Q starts near I (not near floor * I): a well-conditioned metric
+        self.factor = nn.Parameter(torch.eye(size) + torch.randn(size, size) * init_std / size**0.5)
+        self.register_buffer("identity", torch.eye(size), persistent=False)
+        self.guaranteed_rate = 1.0
+
+    def _parts(self):
+        left = _positive(self.left_scale, self.floor)
+        right = _positive(self.right_scale, self.floor)
+        core = self.factor.transpose(0, 1) @ self.factor + self.floor * self.identity
+        return left, core, right
+
+    def weight(self) -> torch.Tensor:
+        left, core, right = self._parts()
+        return -(left.unsqueeze(1) * core * right.unsqueeze(0))
+
+    def metric_inverse(self) -> torch.Tensor:
+        left, core, _ = self._parts()
+        return left.unsqueeze(1) * core * left.unsqueeze(0)
+
+    def metric(self) -> torch.Tensor:
+        metric = torch.linalg.inv(self.metric_inverse())
+        return 0.5 * (metric + metric.transpose(0, 1))  # symmetric to the last bit
+
+
+class SymmetricSubnetwork(RateSubnetwork):
+    r"""A trained subnetwork certified by paper 000, Theorem 2: W symmetric with ``g W < I``.
+
+    ``W = ((1 - margin) / g) I - E^T E``, so ``g lambda_max(W) <= 1 - margin``. Metric (derived
+    from the proof in C.3, which works with the y-system Jacobian ``-I + D W``; for eq. 1's
+    ``J = -I + W D = (-I + D W)^T`` the metric is the inverse): with a rate
+    ``lambda = min(1 - g lambda_max(W), 1/2)``, ``gamma^2 = g / (4 (1 - lambda))``,
+    ``S = (I / (4 gamma^2) - W)^{1/2}``, ``R = S / gamma + I / (2 gamma^2)``,
+    ``M = (gamma^2 R R)^{-1}``; then ``M J + J^T M <= -2 lambda M``. The metric is computed by
+    an eigendecomposition once per forward pass and treated as a constant for gradients.
+    """
+
+    condition = "paper 000, Theorem 2"
+
+    def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
+                 init_std: float = 0.1) -> None:
+        super().__init__(size, activation_name)
+        self.margin = check_in_range("margin", margin, 0.0, 1.0)
+        if not 0.0 < self.margin < 1.0:
+            raise ValueError(f"margin must be a number in (0, 1), got {margin!r}")
+        self.factor = nn.Parameter(torch.randn(size, size) * init_std / size**0.5)
+        self.register_buffer("identity", torch.eye(size), persistent=False)
+        self.guaranteed_rate = min(self.margin, 0.5)
+
+    def weight(self) -> torch.Tensor:
+        shift = (1.0 - self.margin) / self.slope_bound
+        return shift * self.identity - self.factor.transpose(0, 1) @ self.factor
+
+    def rate_and_metric_inverse(self) -> tuple[float, torch.Tensor]:
+        with torch.no_grad():
+            weight = self.weight().double()
+            eigenvalues, vectors = torch.linalg.eigh(weight)
+            g = self.slope_bound
+            rate = min(1.0 - g * eigenvalues.max().item(), 0.5)
+            gamma_squared = g / (4.0 * (1.0 - rate))
+            root = torch.sqrt(torch.clamp(1.0 / (4.0 * gamma_squared) - eigenvalues, min=0.0))
+            r_eigenvalues = root / gamma_squared**0.5 + 1.0 / (2.0 * gamma_squared)
+            inverse = (vectors * (gamma_squared * r_eigenvalues**2)) @ vectors.T
+        return rate, inverse.to(self.factor.dtype)
+
+    def metric_inverse(self) -> torch.Tensor:
+        return self.rate_and_metric_inverse()[1]
+
+    def metric(self) -> torch.Tensor:
+        metric = torch.linalg.inv(self.metric_inverse())
+        return 0.5 * (metric + metric.transpose(0, 1))  # symmetric to the last bit
+
+
+class TriangularSubnetwork(RateSubnetwork):
+    """A trained subnetwork certified by paper 000, Theorem 4: lower-triangular W with every
+    diagonal entry ``W_ii <= (1 - margin) / g`` (so ``g W - I`` is triangular and Hurwitz).
+
+    The proof's metric ``diag(eps^{2i})`` is badly conditioned for more than a few units; the
+    comparison matrix ``g |W| - I`` (diagonal entries ``g W_ii - 1`` kept only where positive,
+    paper 000 Theorem 1's relaxation) is triangular with a negative diagonal, hence Hurwitz
+    Metzler, so the closed-form diagonal metric of Theorem 1 applies and is used instead. It is
+    recomputed once per forward pass and treated as a constant for gradients.
+    """
+
+    condition = "paper 000, Theorem 4"
+
+    def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
+                 init_std: float = 0.1) -> None:
+        super().__init__(size, activation_name)
+        self.margin = check_in_range("margin", margin, 0.0, 1.0)
+        if not 0.0 < self.margin < 1.0:
+            raise ValueError(f"margin must be a number in (0, 1), got {margin!r}")
+        self.lower = nn.Parameter(torch.randn(size, size) * init_std / size**0.5)
+        self.diagonal_free = nn.Parameter(torch.zeros(size))
+        self.register_buffer("strict_lower", torch.tril(torch.ones(size, size), -1),
+                             persistent=False)
+
+    def weight(self) -> torch.Tensor:
+        ceiling = (1.0 - self.margin) / self.slope_bound
+        diagonal = ceiling - torch.nn.functional.softplus(self.diagonal_free)
+        return self.lower * self.strict_lower + torch.diag(diagonal)
+
+    def metric(self) -> torch.Tensor:
+        from stablernn.contraction import theorem1_diagonal_metric
+
+        with torch.no_grad():
+            metric, _ = theorem1_diagonal_metric(self.weight().double().cpu().numpy(),
+                                                 self.slope_bound)
+        return torch.as_tensor(metric, dtype=self.lower.dtype, device=self.lower.device)
+
+
+class LipschitzPart(nn.Module):
+    """A Lipschitz RNN unit (paper 002, eq. 1) as a part of a network of networks::
+
+        h' = alpha A h + tanh(W h + u)
+
+    with A and W by the symmetric-skew decomposition (eq. 6); ``u`` comes from the assembly's
+    input layer. Its metric is the identity: the part contracts when
+    ``lambda_max(sym(alpha A)) + ||W||_2 < 0`` (tanh has slopes in [0, 1]), which the
+    certificate checks on the current matrices; nothing guarantees it for every parameter value.
+    """
+
+    condition = "paper 002, Theorem 1 (a), identity metric"
+    slope_bound = 1.0
+    guaranteed_rate = None
+
+    def __init__(self, size: int, beta_a: float = 0.75, gamma_a: float = 0.5,
+                 beta_w: float = 0.75, gamma_w: float = 0.001, alpha: float = 1.0,
+                 init_std: float = 0.1) -> None:
+        super().__init__()
+        from stablernn.parametrizations import SymmetricSkew
+
+        self.size = check_positive_int("size", size)
+        self.alpha = check_in_range("alpha", alpha, 0.0, float("inf"))
+        self.param_a = SymmetricSkew(size, beta_a, gamma_a, init_std)
+        self.param_w = SymmetricSkew(size, beta_w, gamma_w, init_std)
+
+    @property
+    def A(self) -> torch.Tensor:
+        return self.param_a()
+
+    @property
+    def W(self) -> torch.Tensor:
+        return self.param_w()
+
+    def metric(self) -> torch.Tensor:
+        return self.param_a.identity
+
+    def metric_inverse(self) -> torch.Tensor:
+        return self.param_a.identity
+
+    def prepare(self):
+        return self.alpha * self.A.transpose(0, 1), self.W.transpose(0, 1)
+
+    def vector_field(self, x: torch.Tensor, u: torch.Tensor, prepared) -> torch.Tensor:
+        linear_t, recurrent_t = prepared
+        return torch.addmm(torch.tanh(torch.addmm(u, x, recurrent_t)), x, linear_t)

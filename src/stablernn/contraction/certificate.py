@@ -1,0 +1,118 @@
+"""The :class:`Certificate`: what was proven about a model, in one object.
+
+Convention used everywhere (DESIGN.md): ``rate`` is a lower bound on lambda with
+
+    M J + J^T M <= -2 lambda M          for every Jacobian J the activation allows,
+
+in the continuous time of the model's equation (tau = 1), so that distances measured in the
+metric, ``|dx|_M = sqrt(dx^T M dx)``, shrink at least like ``exp(-rate t)``.
+``max_euler_step`` is a step h such that every Euler step of size in ``(0, h)`` is a
+contraction of the discrete map in the same metric (see :mod:`stablernn.contraction.discrete`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A contraction certificate.
+
+    ``contracting`` is True only when an inequality was checked numerically on the actual
+    matrices (the metric, the weights and the slope range); otherwise it is False and
+    ``reason`` says why. It is never "maybe".
+
+    Attributes:
+        contracting: whether contraction was proven.
+        condition: which condition proved it (e.g. ``"paper 000, Theorem 1"``), or the best one
+            tried when none did.
+        metric: the N x N metric M (numpy array), or None.
+        rate: lower bound on the contraction rate (continuous time, tau = 1), or None.
+        max_euler_step: Euler steps h in ``(0, max_euler_step)`` keep the discrete map
+            contracting in the same metric; None when unknown.
+        reason: one line in plain words.
+        details: extra numbers (JSON-serialisable), e.g. the discrete-time factor at the
+            model's step size or whether the rate is exact.
+    """
+
+    contracting: bool
+    condition: str
+    metric: np.ndarray | None
+    rate: float | None
+    max_euler_step: float | None
+    reason: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (metric as nested lists, non-finite numbers as None)."""
+        return {
+            "contracting": bool(self.contracting),
+            "condition": self.condition,
+            "metric": None if self.metric is None else np.asarray(self.metric, float).tolist(),
+            "rate": _json_number(self.rate),
+            "max_euler_step": _json_number(self.max_euler_step),
+            "reason": self.reason,
+            "details": _jsonable(dict(self.details)),
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def describe(self) -> str:
+        """The certificate in plain words (a few lines)."""
+        lines = []
+        if self.contracting:
+            lines.append(f"Contracting, by {self.condition}.")
+            lines.append(
+                f"Distances between any two trajectories, measured in the metric, shrink at "
+                f"least like exp(-{self.rate:.4g} t) (continuous time, tau = 1)."
+            )
+            if self.max_euler_step is not None:
+                lines.append(
+                    f"Euler steps smaller than {self.max_euler_step:.4g} keep the discrete map "
+                    "contracting in the same metric."
+                )
+        else:
+            lines.append(f"Not certified as contracting (best condition tried: {self.condition}).")
+        if self.metric is not None:
+            metric = np.asarray(self.metric)
+            kind = "diagonal" if np.count_nonzero(metric - np.diag(np.diag(metric))) == 0 else "full"
+            if kind == "diagonal" and np.allclose(metric, metric[0, 0] * np.eye(len(metric))):
+                kind = "identity (up to scale)"
+            lines.append(f"Metric: {kind}, {metric.shape[0]} x {metric.shape[1]}.")
+        lines.append(f"Reason: {self.reason}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def _json_number(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return _json_number(value)
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
