@@ -17,11 +17,13 @@ from stablernn.models import (
     SVDComboNet,
     SVDSubnetwork,
 )
+from stablernn.certification import certify
+from stablernn.contraction import Certificate
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GRU", "LSTM", "ODERNN", "AntisymmetricRNN", "Assembly", "HierarchicalConnection",
+    "Certificate", "certify", "GRU", "LSTM", "ODERNN", "AntisymmetricRNN", "Assembly", "HierarchicalConnection",
     "LipschitzCell", "LipschitzRNN", "NetworkOfNetworks", "PerStepReadout", "SVDComboNet",
     "SVDSubnetwork", "SequenceClassifier", "SparseComboNet", "SparseSubnetwork", "__version__",
 ]

@@ -24,17 +24,14 @@ from stablernn.contraction import (
     JacobianFamily,
     certify_lipschitz,
     certify_matrix,
-    check_family_metric,
     family_norm_bound,
-    lipschitz_family,
-    rnn_family,
 )
 from stablernn.contraction.combination import feedback_defect, hierarchy_rate
 from stablernn.models.assembly import Assembly
 from stablernn.models.lipschitz import LipschitzCell, LipschitzRNN
 from stablernn.models.network import NetworkOfNetworks
 from stablernn.models.readouts import PerStepReadout, SequenceClassifier
-from stablernn.models.subnetworks import LipschitzPart, RateSubnetwork
+from stablernn.models.subnetworks import LipschitzPart, RateSubnetwork, certify_part
 
 # |M L + L^T M| relative to |M| |L| above which the feedback is not skew in the metric
 FEEDBACK_TOLERANCE = 1e-5
@@ -76,36 +73,12 @@ def _is_part(obj) -> bool:
     return all(hasattr(obj, name) for name in ("size", "metric", "vector_field"))
 
 
-def part_family(part) -> tuple[JacobianFamily, float]:
-    """The Jacobians of a part on its own, with slopes scaled to [0, 1]: ``(family, g)``."""
-    if isinstance(part, RateSubnetwork):
-        g = part.slope_bound
-        family = rnn_family(_array(part.weight()), g)
-        return JacobianFamily(family.base, family.left * g, family.right, 0.0, 1.0,
-                              family.description), g
-    if isinstance(part, LipschitzPart):
-        family = lipschitz_family(_array(part.A), _array(part.W), 1.0, part.alpha)
-        return family, 1.0
-    raise ValueError(f"part {type(part).__name__} has no Jacobian family stablernn knows; "
-                     "expected a RateSubnetwork, a LipschitzPart or an Assembly")
-
-
-def certify_part(part) -> Certificate:
-    """A part checked in its own metric, the one the assembly's feedback is built with."""
-    if isinstance(part, Assembly):
-        return certify_assembly(part)
-    family, _ = part_family(part)
-    metric = _array(part.metric())
-    check = check_family_metric(family, metric)
-    condition = getattr(part, "condition", type(part).__name__)
-    if not check.contracting:
-        return Certificate(False, condition, None, None, None,
-                           f"{type(part).__name__}: its metric does not verify "
-                           f"(rate bound {check.rate:.4g}, {check.method})",
-                           {"check_method": check.method})
-    return Certificate(True, condition, metric, check.rate, None,
-                       f"{type(part).__name__}: M J + J^T M <= -2 ({check.rate:.4g}) M for every "
-                       f"slope ({check.method})", {"rate_exact": check.exact})
+def part_family(part) -> JacobianFamily:
+    """The Jacobians of a part on its own, slopes scaled to [0, 1]."""
+    if not hasattr(part, "jacobian_family"):
+        raise ValueError(f"part {type(part).__name__} has no Jacobian family stablernn knows; "
+                         "expected a RateSubnetwork, a LipschitzPart or an Assembly")
+    return part.jacobian_family()
 
 
 def assembly_family(assembly: Assembly) -> JacobianFamily:
@@ -120,7 +93,7 @@ def assembly_family(assembly: Assembly) -> JacobianFamily:
     lefts, rights = [], []
     offset = 0
     for leaf in assembly.leaves():
-        family, _ = part_family(leaf)
+        family = part_family(leaf)
         block = slice(offset, offset + leaf.size)
         base[block, block] += family.base
         left = np.zeros((size, family.slopes))
@@ -155,7 +128,8 @@ def certify_assembly(assembly: Assembly, step_size: float | None = None) -> Cert
         return Certificate(False, condition, None, None, None,
                            "unconstrained feedback L = B (the paper's control experiment): no "
                            "metric makes it skew, so nothing is guaranteed")
-    parts = [certify_part(part) for part in assembly.parts]
+    parts = [certify_assembly(part) if isinstance(part, Assembly) else certify_part(part)
+             for part in assembly.parts]
     for index, (part, certificate) in enumerate(zip(assembly.parts, parts)):
         if not certificate.contracting:
             return Certificate(False, condition, None, None, None,

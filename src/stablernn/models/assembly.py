@@ -19,6 +19,7 @@ from torch import nn
 
 from stablernn._checks import check_non_negative, check_positive
 from stablernn.models.feedback import NegativeFeedback
+from stablernn.models.subnetworks import certify_part
 
 
 def metric_inverse(part: nn.Module) -> torch.Tensor:
@@ -79,7 +80,8 @@ class Assembly(nn.Module):
 
     def __init__(self, parts: list[nn.Module], weights: list[float] | None = None,
                  mask: str = "lower", damping: bool = False, unconstrained: bool = False,
-                 connections: list[HierarchicalConnection] = (), feedback_init_std: float = 0.0):
+                 connections: list[HierarchicalConnection] = (), feedback_init_std: float = 0.0,
+                 require_contracting: bool = True):
         super().__init__()
         if len(parts) < 1:
             raise ValueError("parts must hold at least one part, got none")
@@ -90,6 +92,13 @@ class Assembly(nn.Module):
                         f"part {index} ({type(part).__name__}) has no '{attribute}': expected a "
                         "contracting part (a subnetwork, an Assembly, or a module with the part "
                         "interface)")
+            if require_contracting and not isinstance(part, Assembly):
+                certificate = certify_part(part)
+                if not certificate.contracting:
+                    raise ValueError(
+                        f"part {index} ({type(part).__name__}) is not contracting: "
+                        f"{certificate.reason}; pass require_contracting=False to build the "
+                        "assembly anyway (its certificate will then say not contracting)")
         self.parts = nn.ModuleList(parts)
         self.sizes = [int(part.size) for part in parts]
         self.size = sum(self.sizes)

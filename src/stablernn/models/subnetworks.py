@@ -21,7 +21,51 @@ from torch import nn
 from torch.nn.utils import parametrizations
 
 from stablernn._checks import check_in_range, check_positive, check_positive_int
+from stablernn.contraction import (
+    Certificate,
+    JacobianFamily,
+    check_family_metric,
+    lipschitz_family,
+    relaxed_absolute,
+    rnn_family,
+)
+from stablernn.contraction.conditioning import well_conditioned_diagonal_metric
+from stablernn.contraction.metrics import normalized_lyapunov_value
 from stablernn.models.activations import activation
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", torch.float64).numpy()
+
+
+def theorem1_metric(weight: np.ndarray, slope_bound: float) -> tuple[np.ndarray, float]:
+    """A well-conditioned verified diagonal metric for paper 000, Theorem 1, and its rate.
+
+    The comparison matrix ``g |W|' - I`` (diagonal relaxation) must be Hurwitz; the metric is
+    :func:`~stablernn.contraction.conditioning.well_conditioned_diagonal_metric`, whose
+    condition number matters for the feedback ``M^{-1} B^T M`` and the Euler step bound.
+    """
+    comparison = slope_bound * relaxed_absolute(weight) - np.eye(len(weight))
+    metric = well_conditioned_diagonal_metric(comparison)
+    return metric, -normalized_lyapunov_value(metric, comparison)
+
+
+def certify_part(part: nn.Module) -> Certificate:
+    """A part checked in its own metric (the one the assembly's feedback is built with),
+    against every Jacobian its activation allows."""
+    with torch.no_grad():
+        family = part.jacobian_family()
+        metric = _numpy(part.metric())
+    check = check_family_metric(family, metric)
+    condition = getattr(part, "condition", type(part).__name__)
+    name = type(part).__name__
+    if not check.contracting:
+        return Certificate(False, condition, None, None, None,
+                           f"{name}: its metric does not verify (rate bound {check.rate:.4g}, "
+                           f"{check.method})", {"check_method": check.method})
+    return Certificate(True, condition, metric, check.rate, None,
+                       f"{name}: M J + J^T M <= -2 ({check.rate:.4g}) M for every slope "
+                       f"({check.method})", {"rate_exact": check.exact})
 
 
 class RateSubnetwork(nn.Module):
@@ -49,6 +93,13 @@ class RateSubnetwork(nn.Module):
     def vector_field(self, x: torch.Tensor, u: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return torch.addmm(u - x, self.phi(x), weight.transpose(0, 1))
 
+    def jacobian_family(self) -> JacobianFamily:
+        """``J = -I + W D`` (eq. 1), slopes rescaled to [0, 1] (W's columns times g)."""
+        g = self.slope_bound
+        family = rnn_family(_numpy(self.weight()), g)
+        return JacobianFamily(family.base, family.left * g, family.right, 0.0, 1.0,
+                              family.description)
+
 
 class SparseSubnetwork(RateSubnetwork):
     """A fixed random sparse subnetwork certified by paper 000, Theorem 1 (Sparse Combo Net).
@@ -57,8 +108,9 @@ class SparseSubnetwork(RateSubnetwork):
     ``[-magnitude, magnitude]``, zero diagonal (paper 000, D.1.1), and accepted only when
     ``g|W| - I`` is Hurwitz; otherwise it is redrawn, at most ``max_tries`` times. Once accepted
     W is never rescaled (the reference code rescaled after the check, voiding the guarantee).
-    W and its metric are buffers: they are not trained. The metric is the closed-form diagonal
-    metric of the Hurwitz Metzler matrix ``g|W| - I`` (see ``stablernn.contraction``).
+    W and its metric are buffers: they are not trained. The metric is a verified diagonal metric
+    of the Hurwitz Metzler matrix ``g|W| - I``, the best-conditioned of the identity and the
+    closed forms (:func:`theorem1_metric`).
     """
 
     condition = "paper 000, Theorem 1"
@@ -76,9 +128,7 @@ class SparseSubnetwork(RateSubnetwork):
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # follows torch.manual_seed
         self.seed = seed
         weight, self.tries = self._draw(np.random.default_rng(seed))
-        from stablernn.contraction import theorem1_diagonal_metric
-
-        metric, rate = theorem1_diagonal_metric(weight, self.slope_bound)
+        metric, rate = theorem1_metric(weight, self.slope_bound)
         self.guaranteed_rate = rate
         self.register_buffer("weight_matrix", torch.as_tensor(weight, dtype=torch.float32))
         self.register_buffer("metric_matrix", torch.as_tensor(metric, dtype=torch.float32))
@@ -262,8 +312,8 @@ class TriangularSubnetwork(RateSubnetwork):
     The proof's metric ``diag(eps^{2i})`` is badly conditioned for more than a few units; the
     comparison matrix ``g |W| - I`` (diagonal entries ``g W_ii - 1`` kept only where positive,
     paper 000 Theorem 1's relaxation) is triangular with a negative diagonal, hence Hurwitz
-    Metzler, so the closed-form diagonal metric of Theorem 1 applies and is used instead. It is
-    recomputed once per forward pass and treated as a constant for gradients.
+    Metzler, so a diagonal metric of Theorem 1 (:func:`theorem1_metric`) applies and is used
+    instead. It is recomputed once per forward pass and treated as a constant for gradients.
     """
 
     condition = "paper 000, Theorem 4"
@@ -285,11 +335,7 @@ class TriangularSubnetwork(RateSubnetwork):
         return self.lower * self.strict_lower + torch.diag(diagonal)
 
     def metric(self) -> torch.Tensor:
-        from stablernn.contraction import theorem1_diagonal_metric
-
-        with torch.no_grad():
-            metric, _ = theorem1_diagonal_metric(self.weight().double().cpu().numpy(),
-                                                 self.slope_bound)
+        metric, _ = theorem1_metric(_numpy(self.weight()), self.slope_bound)
         return torch.as_tensor(metric, dtype=self.lower.dtype, device=self.lower.device)
 
 
@@ -335,6 +381,10 @@ class LipschitzPart(nn.Module):
 
     def prepare(self):
         return self.alpha * self.A.transpose(0, 1), self.W.transpose(0, 1)
+
+    def jacobian_family(self) -> JacobianFamily:
+        """``J = alpha A + D W`` (paper 002, eq. 1), tanh slopes in [0, 1]."""
+        return lipschitz_family(_numpy(self.A), _numpy(self.W), 1.0, self.alpha)
 
     def vector_field(self, x: torch.Tensor, u: torch.Tensor, prepared) -> torch.Tensor:
         linear_t, recurrent_t = prepared
