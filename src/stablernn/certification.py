@@ -27,7 +27,7 @@ from stablernn.contraction import (
     family_norm_bound,
 )
 from stablernn.contraction.combination import feedback_defect, hierarchy_rate
-from stablernn.models.assembly import Assembly
+from stablernn.models.assembly import Assembly, coupling_gain
 from stablernn.models.lipschitz import LipschitzCell, LipschitzRNN
 from stablernn.models.network import NetworkOfNetworks
 from stablernn.models.readouts import PerStepReadout, SequenceClassifier
@@ -115,12 +115,6 @@ def assembly_family(assembly: Assembly) -> JacobianFamily:
                           "paper 000, eq. 5: J = -I + W D + L (+ hierarchical maps)")
 
 
-def _gain_in_metrics(connection, target_metric: np.ndarray, source_metric: np.ndarray) -> float:
-    """Bound on ``||M_t^{1/2} G M_s^{-1/2}||`` for the map's Jacobian G (norm <= gain)."""
-    return connection.gain * float(np.sqrt(np.linalg.eigvalsh(target_metric).max()
-                                           / np.linalg.eigvalsh(source_metric).min()))
-
-
 def certify_assembly(assembly: Assembly, step_size: float | None = None) -> Certificate:
     """Paper 000, Corollaries 1-2 (and appendix A.2.1 for hierarchy), checked numerically."""
     condition = assembly.condition
@@ -148,8 +142,8 @@ def certify_assembly(assembly: Assembly, step_size: float | None = None) -> Cert
         gains = np.zeros((len(parts), len(parts)))
         for connection in assembly.connections:
             target, source = connection.target, connection.source
-            gains[target, source] += _gain_in_metrics(connection, parts[target].metric,
-                                                      parts[source].metric)
+            gains[target, source] += coupling_gain(connection, assembly.parts[target],
+                                                   assembly.parts[source])
         rate = hierarchy_rate(rates, gains, weights)
         how = f"small-gain bound over {len(assembly.connections)} hierarchical connection(s)"
         if rate <= 0:

@@ -14,12 +14,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from stablernn._checks import check_non_negative, check_positive
+from stablernn.contraction.combination import hierarchy_weights
 from stablernn.models.feedback import NegativeFeedback
 from stablernn.models.subnetworks import certify_part
+
+
+def part_rate(part: nn.Module) -> float:
+    """A part's certified rate in its own metric (0 when it has none)."""
+    if isinstance(part, Assembly):
+        return min(part_rate(inner) for inner in part.parts)
+    certificate = certify_part(part)
+    return certificate.rate if certificate.contracting else 0.0
+
+
+def coupling_gain(connection: HierarchicalConnection, target: nn.Module, source: nn.Module) -> float:
+    """Bound on ``||M_t^{1/2} G M_s^{-1/2}||`` for the map's Jacobian G (``||G|| <= gain``)."""
+    with torch.no_grad():
+        target_metric = target.metric().double()
+        source_metric = source.metric().double()
+    largest = torch.linalg.eigvalsh(target_metric).max().item()
+    smallest = torch.linalg.eigvalsh(source_metric).min().item()
+    return connection.gain * (largest / smallest) ** 0.5
+
+
+def hierarchy_weights_for(parts: list[nn.Module], connections: list) -> np.ndarray:
+    """Metric weights k (Corollary 1) that let the hierarchy's couplings be dominated."""
+    rates = np.array([part_rate(part) for part in parts])
+    gains = np.zeros((len(parts), len(parts)))
+    for connection in connections:
+        gains[connection.target, connection.source] += coupling_gain(
+            connection, parts[connection.target], parts[connection.source])
+    return hierarchy_weights(rates, gains)
 
 
 def metric_inverse(part: nn.Module) -> torch.Tensor:
@@ -73,7 +103,9 @@ class Assembly(nn.Module):
     (``"lower"`` as in the paper, ``"off-diagonal"``, ``"full"``). ``damping``: learn
     ``-M^{-1} C`` with ``C = F F^T`` (Corollary 2). ``unconstrained``: the paper's control
     ``L = B``, with no guarantee. ``connections``: :class:`HierarchicalConnection` modules between
-    parts of this assembly (by index, earlier to later).
+    parts of this assembly (by index, earlier to later); with connections and no weights,
+    the weights are chosen so the couplings are dominated
+    (:func:`stablernn.contraction.combination.hierarchy_weights`).
     """
 
     condition = "paper 000, Corollary 1"
@@ -102,6 +134,8 @@ class Assembly(nn.Module):
         self.parts = nn.ModuleList(parts)
         self.sizes = [int(part.size) for part in parts]
         self.size = sum(self.sizes)
+        if weights is None and connections:
+            weights = hierarchy_weights_for(list(parts), list(connections)).tolist()
         weights = [1.0] * len(parts) if weights is None else list(weights)
         if len(weights) != len(parts):
             raise ValueError(f"weights must have one entry per part ({len(parts)}), got {len(weights)}")
