@@ -91,7 +91,8 @@ def plot_training(history: list[dict], path: str | Path) -> Path:
         axes[2].set_title("largest eigenvalue of sym(A), sym(W)")
     for axis in axes:
         axis.set_xlabel("epoch")
-        axis.legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
     figure.tight_layout()
     path = Path(path)
     figure.savefig(path, dpi=120)

@@ -1,0 +1,61 @@
+"""stablernn certify on trained runs and on bad files; the main job ends with a certificate."""
+
+import json
+
+import pytest
+
+from stablernn.cli import main
+
+TINY = ["--epochs", "1", "--max-train-samples", "64", "--max-eval-samples", "32", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def lipschitz_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "lipschitz"
+    assert main(["train", *TINY, "--hidden-size", "16", "--option", "gamma_a=1.0",
+                 "--run-dir", str(run)]) == 0
+    return run
+
+
+def test_main_job_writes_the_certificate(lipschitz_run):
+    certificate = json.loads((lipschitz_run / "certificate.json").read_text())
+    assert certificate["contracting"] is True
+    assert certificate["rate"] > 0 and len(certificate["metric"]) == 16
+
+
+def test_certify_a_trained_run(lipschitz_run, capsys):
+    (lipschitz_run / "certificate.json").unlink()
+    assert main(["certify", str(lipschitz_run)]) == 0
+    printed = capsys.readouterr().out
+    assert "Contracting" in printed
+    certificate = json.loads((lipschitz_run / "certificate.json").read_text())
+    assert certificate["contracting"] and "paper 002" in certificate["condition"]
+
+
+def test_certify_a_checkpoint_file_of_a_network_of_networks(tmp_path, capsys):
+    run = tmp_path / "svd"
+    assert main(["train", "--model", "svd-combo", "--hidden-size", "16", "--option",
+                 "num_subnetworks=4", *TINY, "--run-dir", str(run)]) == 0
+    assert main(["certify", str(run / "checkpoint.pt")]) == 0
+    assert "Corollary 1" in capsys.readouterr().out
+    assert (run / "connectivity.png").exists() and (run / "jacobian_spectrum.png").exists()
+
+
+def test_not_contracting_exits_1(tmp_path, capsys):
+    run = tmp_path / "control"
+    assert main(["train", "--model", "sparse-combo", "--hidden-size", "16", "--option",
+                 "num_subnetworks=2", "--option", "unconstrained=true", "--option", "density=0.2",
+                 *TINY, "--run-dir", str(run)]) == 0
+    assert main(["certify", str(run), "--no-plots"]) == 1
+    assert "unconstrained" in capsys.readouterr().out
+
+
+def test_bad_files_exit_2_with_a_clear_message(lipschitz_run, tmp_path, capsys):
+    assert main(["certify", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt does not exist" in capsys.readouterr().err
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes((lipschitz_run / "best.pt").read_bytes()[:500])
+    assert main(["certify", str(truncated)]) == 2
+    assert "truncated.pt could not be read" in capsys.readouterr().err
+    assert main(["certify", str(tmp_path)]) == 2
+    assert "not a stablernn run directory" in capsys.readouterr().err
