@@ -119,3 +119,13 @@ def test_missing_data_files_explain_themselves(tmp_path, capsys):
     message = capsys.readouterr().err
     assert "train-images-idx3-ubyte" in message and str(tmp_path) in message
     assert not (tmp_path / "run").exists()  # nothing written before the data is there
+
+
+def test_tensorboard_event_files_when_asked(tmp_path):
+    pytest.importorskip("tensorboard")
+    config = tmp_path / "tb.json"
+    config.write_text(json.dumps({"tensorboard": True}))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--epochs", "2", *TINY, "--run-dir", str(run)]) == 0
+    events = list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
