@@ -19,6 +19,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, path: str | Path) -> Path:
+    figure.tight_layout()
+    path = Path(path)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def plot_connectivity(assembly, path: str | Path) -> Path:
     """The assembled connectivity (paper 000, figure 3): block-diagonal W and feedback L."""
     plt = _pyplot()
@@ -38,11 +46,7 @@ def plot_connectivity(assembly, path: str | Path) -> Path:
             axis.axvline(edge, color="0.7", linewidth=0.4)
         axis.set_title(title)
         figure.colorbar(image, ax=axis, fraction=0.046)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def plot_jacobian_spectrum(jacobians: dict[str, np.ndarray], rate: float | None,
@@ -61,11 +65,7 @@ def plot_jacobian_spectrum(jacobians: dict[str, np.ndarray], rate: float | None,
     axis.set_ylabel("Im(lambda)")
     axis.set_title("Jacobian eigenvalues (continuous time)")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def plot_training(history: list[dict], path: str | Path) -> Path:
@@ -93,8 +93,4 @@ def plot_training(history: list[dict], path: str | Path) -> Path:
         axis.set_xlabel("epoch")
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)

@@ -34,6 +34,12 @@ from stablernn.contraction.metrics import normalized_lyapunov_value
 from stablernn.models.activations import activation
 
 
+def _check_margin(margin: float) -> float:
+    if not isinstance(margin, (int, float)) or not 0.0 < margin < 1.0:
+        raise ValueError(f"margin must be a number in (0, 1), got {margin!r}")
+    return float(margin)
+
+
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to("cpu", torch.float64).numpy()
 
@@ -183,9 +189,7 @@ class SVDSubnetwork(RateSubnetwork):
 
     def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05) -> None:
         super().__init__(size, activation_name)
-        self.margin = check_in_range("margin", margin, 0.0, 1.0)
-        if not 0.0 < self.margin < 1.0:
-            raise ValueError(f"margin must be a number in (0, 1), got {margin!r}")
+        self.margin = _check_margin(margin)
         self.left = parametrizations.orthogonal(nn.Linear(size, size, bias=False))
         self.right = parametrizations.orthogonal(nn.Linear(size, size, bias=False))
         self.singular_logits = nn.Parameter(torch.zeros(size))
@@ -274,9 +278,7 @@ class SymmetricSubnetwork(RateSubnetwork):
     def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
                  init_std: float = 0.1) -> None:
         super().__init__(size, activation_name)
-        self.margin = check_in_range("margin", margin, 0.0, 1.0)
-        if not 0.0 < self.margin < 1.0:
-            raise ValueError(f"margin must be a number in (0, 1), got {margin!r}")
+        self.margin = _check_margin(margin)
         self.factor = nn.Parameter(torch.randn(size, size) * init_std / size**0.5)
         self.register_buffer("identity", torch.eye(size), persistent=False)
         self.guaranteed_rate = min(self.margin, 0.5)
@@ -321,9 +323,7 @@ class TriangularSubnetwork(RateSubnetwork):
     def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
                  init_std: float = 0.1) -> None:
         super().__init__(size, activation_name)
-        self.margin = check_in_range("margin", margin, 0.0, 1.0)
-        if not 0.0 < self.margin < 1.0:
-            raise ValueError(f"margin must be a number in (0, 1), got {margin!r}")
+        self.margin = _check_margin(margin)
         self.lower = nn.Parameter(torch.randn(size, size) * init_std / size**0.5)
         self.diagonal_free = nn.Parameter(torch.zeros(size))
         self.register_buffer("strict_lower", torch.tril(torch.ones(size, size), -1),
