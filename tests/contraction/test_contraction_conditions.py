@@ -118,7 +118,7 @@ def _theorem3_instance(rng, n, definite: bool):
 @given(seeds, sizes, slopes, st.booleans())
 def test_theorem3_search_holds_iff_factorizable(seed, n, g, definite):
     rng = np.random.default_rng(seed)
-    p1, q, p2, w = _theorem3_instance(rng, n, definite)
+    *_, w = _theorem3_instance(rng, n, definite)
     result = theorem3(w, g)
     assert result.holds == definite
     if definite:
@@ -248,3 +248,30 @@ def test_large_matrix_uses_sound_bounds():
     result = theorem1(w)
     assert result.contracting and not result.details["check_method"].startswith("exact")
     assert_rnn_lmi(w, 1.0, result.metric, result.rate, rng)
+
+
+@given(seeds, st.integers(1, 7), slopes, st.sampled_from(["sparse", "symmetric", "factor", "triangular", "svd"]))
+def test_derived_rates_never_exceed_the_exact_worst_case(seed, n, g, kind):
+    """Every rate derived in a docstring is below the exact vertex worst case for its metric."""
+    rng = np.random.default_rng(seed)
+    if kind == "sparse":
+        w = _sparse(rng, n)
+        w *= rng.uniform(0.1, 0.95) / max(_perron(g * relaxed_absolute(w)), 1e-9)
+        result = theorem1(w, g)
+    elif kind == "symmetric":
+        s = rng.normal(size=(n, n))
+        w = (s + s.T) * rng.uniform(0.05, 1.0) / g
+        result = theorem2(w, g)
+    elif kind == "factor":
+        *_, w = _theorem3_instance(rng, n, True)
+        result = theorem3(w, g)
+    elif kind == "triangular":
+        w = np.tril(rng.normal(size=(n, n)), -1) + np.diag(rng.uniform(-2, 0.9, n)) / g
+        result = theorem4(w, g)
+    else:
+        u, _ = np.linalg.qr(rng.normal(size=(n, n)))
+        w = u * rng.uniform(0, 0.9 / g, n)
+        result = theorem5(w, g)
+    if result.contracting:
+        assert result.details["rate_exact"]  # n <= 7: always exact
+        assert "warning" not in result.details, result.details["warning"]

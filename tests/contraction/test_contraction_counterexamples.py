@@ -77,3 +77,14 @@ def test_theorem1_remark():
     assert identity.exact and identity.violation is not None
     certificate = certify_matrix(example.weight)
     assert certificate.contracting and certificate.condition == "paper 000, Theorem 2"
+
+
+def test_paper002_theorem1b_has_no_quadratic_lyapunov_function():
+    from stablernn.contraction import certify_lipschitz, theorem1b_counterexample
+
+    example = theorem1b_counterexample()
+    assert example.holds
+    assert example.facts["hypothesis_b_holds"] and example.facts["no_quadratic_lyapunov_function"]
+    assert example.facts["residual_min_eigenvalue"] > 1.0  # far from the rounding level
+    a = np.array(example.facts["A"])
+    assert not certify_lipschitz(a, example.weight).contracting

@@ -8,7 +8,7 @@ from stablernn.contraction.verification import all_vertices
 
 cvxpy = pytest.importorskip("cvxpy")
 
-from stablernn.contraction.lmi import common_metric_lmi, diagonal_stability_lmi, theorem5_lmi  # noqa: E402
+from stablernn.contraction.lmi import common_metric_lmi, diagonal_stability_lmi, theorem5_lmi
 
 
 def test_theorem7_lmi_is_infeasible():
@@ -30,7 +30,7 @@ def test_theorem5_lmi_agrees_with_descent():
         n = int(rng.integers(2, 6))
         w = rng.normal(size=(n, n)) * rng.uniform(0.2, 0.7)
         descent = theorem5(w, method="descent")
-        p, status = theorem5_lmi(w, 1.0)
+        p, _ = theorem5_lmi(w, 1.0)
         if descent.holds:
             assert p is not None  # the LMI is feasible whenever a P was found
         if p is not None:

@@ -28,6 +28,7 @@ from stablernn.contraction.counterexamples import (
     NoCommonMetric,
     no_common_metric,
     theorem1_remark_counterexample,
+    theorem1b_counterexample,
     theorem7_counterexample,
 )
 from stablernn.contraction.discrete import (
@@ -117,6 +118,7 @@ __all__ = [
     "theorem1_remark_counterexample",
     "theorem1a",
     "theorem1b",
+    "theorem1b_counterexample",
     "theorem2",
     "theorem3",
     "theorem4",

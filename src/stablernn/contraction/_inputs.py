@@ -75,7 +75,7 @@ def as_positive_int(name: str, value: Any) -> int:
 
 def _as_number(name: str, value: Any, expected: str) -> float:
     if isinstance(value, bool):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise ValueError(f"{name} must be {expected}, got {value!r}")  # noqa: TRY004 (a bad argument is a ValueError here)
     if hasattr(value, "detach"):
         if value.numel() != 1:
             raise ValueError(f"{name} must be {expected}, got a tensor of shape {tuple(value.shape)}")
@@ -83,7 +83,7 @@ def _as_number(name: str, value: Any, expected: str) -> float:
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.item()
     if not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise ValueError(f"{name} must be {expected}, got {value!r}")  # noqa: TRY004 (a bad argument is a ValueError here)
     return float(value)
 
 

@@ -6,9 +6,10 @@ r"""Best certificate for a weight matrix of paper 000, eq. 1 (``x' = -x + W phi(
 2. Theorem 1 (exact decision; closed-form diagonal metric),
 3. Theorem 2 (symmetric W),
 4. Theorem 4 (triangular W; contained in Theorem 1, kept for its explicit metric),
-5. only if none of these certified: Theorem 5 (diagonal-scaling search) and a direct check
-   of candidate metrics (identity, Lyapunov metrics of the Jacobians at the slope midpoint and
-   at ``D = g I``) over every slope (exact for N <= 12, sound bound otherwise).
+5. only if none of these certified: Theorem 5 (diagonal-scaling search), then, if that fails
+   too, a direct check of candidate metrics (identity, Lyapunov metrics of the Jacobians at the
+   slope midpoint and at ``D = g I``) over every slope (exact for N <= 12, sound bound
+   otherwise).
 
 When nothing certifies, the certificate says ``contracting=False`` with each condition's reason,
 and, when some Jacobian of the family is not Hurwitz, that **no** constant metric can exist
@@ -110,7 +111,8 @@ def certify_matrix(
                theorem2(w, g, max_vertices=max_vertices), theorem4(w, g, max_vertices=max_vertices)]
     if not any(r.contracting for r in results):
         results.append(theorem5(w, g, method=theorem5_method, max_vertices=max_vertices))
-        results.append(direct_metric_check(w, g, max_vertices=max_vertices))
+        if not results[-1].contracting:
+            results.append(direct_metric_check(w, g, max_vertices=max_vertices))
     contracting = [r for r in results if r.contracting]
     if contracting:
         top = max(r.rate for r in contracting)

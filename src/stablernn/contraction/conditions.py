@@ -21,8 +21,9 @@ numbers it needs checked on the actual matrices) and the rate from
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -109,13 +110,20 @@ def _with_check(
 ) -> ConditionResult:
     """Verify ``metric`` on ``family``; rate = max(derived rate, checked rate)."""
     check = check_family_metric(family, metric, max_vertices=max_vertices)
-    rate = check.rate if derived_rate is None else max(derived_rate, check.rate)
+    # an exact check is the truth (a derived bound cannot exceed it beyond rounding); otherwise
+    # both are sound lower bounds and the larger is kept
+    exact_gap = None if derived_rate is None or not check.exact else derived_rate - check.rate
+    if check.exact or derived_rate is None:
+        rate = check.rate
+    else:
+        rate = max(derived_rate, check.rate)
     details = dict(details or {})
-    floor = -np.inf if derived_rate is None else derived_rate
-    details.update(rate_exact=bool(check.exact and check.rate >= floor),
+    details.update(rate_exact=bool(check.exact),
                    checked_rate=check.rate, check_method=check.method)
     if derived_rate is not None:
         details["derived_rate"] = derived_rate
+    if exact_gap is not None and exact_gap > 2 * check.round_off + 1e-9 * max(1.0, abs(check.rate)):
+        details["warning"] = f"derived rate exceeds the exact worst case by {exact_gap:.3g}"
     if not rate > 0:
         return ConditionResult(condition, True, None, None,
                                f"hypothesis holds but the metric did not verify numerically "

@@ -29,8 +29,9 @@ exactly over the four slope vertices). The counterexample is about the identity 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -153,3 +154,50 @@ def theorem1_remark_counterexample() -> Counterexample:
               "D = diag(0, 1)) and Theorem 1 fails; Theorem 2 and the metric diag(1, 2) still "
               "certify contraction")
     return Counterexample("paper 000, Theorem 1 remark", w, 1.0, facts, bool(holds), reason)
+
+
+# Found by maximizing t in {M J_v + J_v^T M <= -t I, M >= 0, tr M = 1} over the 8 slope vertices
+# (t* ~ -3.3: strongly infeasible) and rounding the dual multipliers to rank-one v v^T.
+_THEOREM1B_A = np.array([[-1.2, 3.6, -3.8], [-4.6, -0.8, -2.9], [3.6, 2.6, -0.6]])
+_THEOREM1B_W = np.array([[-1.7, 10.2, -7.6], [-10.1, -0.3, -7.5], [8.5, 7.2, -0.2]])
+_THEOREM1B_VECTORS = {  # slope vertex d -> v, multiplier Z = v v^T (zero at the other vertices)
+    (0.0, 1.0, 1.0): (1.0, -0.8, 0.7),
+    (1.0, 0.0, 0.0): (0.8, 0.8, -0.7),
+    (1.0, 0.0, 1.0): (0.6, 1.0, 0.7),
+    (1.0, 1.0, 0.0): (0.2, 0.3, -0.4),
+}
+
+
+def theorem1b_counterexample() -> Counterexample:
+    r"""Paper 002, Theorem 1 (b): its hypothesis holds, yet no quadratic Lyapunov function exists.
+
+    For the 3 x 3 matrices ``A``, ``W`` below, ``A_sym < 0``, ``W + W^T < 0`` and
+    ``A^T W + W^T A > 0`` (case (b)), but rank-one multipliers ``Z_d = v_d v_d^T`` at four slope
+    vertices ``D = diag(d)``, ``d in {0, 1}^3`` prove (module docstring) that no ``P > 0`` has
+    ``P (A + D W) + (A + D W)^T P < 0`` at all of them. The proof of (b) builds
+    ``V = h^T P h`` (with ``P = -W^T`` from the KYP lemma, not symmetric here) and needs
+    ``V' < 0`` for every monotone nonlinearity, i.e. for every slope pattern (linear pieces with
+    slopes d are monotone): so that argument cannot hold for this pair. This refutes the proof,
+    not the stability claim itself, and it is why :func:`stablernn.contraction.theorem1b`
+    certifies only symmetric W.
+    """
+    from stablernn.contraction.family import lipschitz_family
+    from stablernn.contraction.lipschitz import theorem1b
+
+    a, w = _THEOREM1B_A, _THEOREM1B_W
+    hypothesis = theorem1b(a, w)
+    family = lipschitz_family(a, w, 1.0)
+    slopes = np.array(list(_THEOREM1B_VECTORS))
+    vectors = np.array(list(_THEOREM1B_VECTORS.values()))
+    jacobians = family.jacobian(slopes)
+    certificate = no_common_metric(jacobians, np.einsum("ki,kj->kij", vectors, vectors))
+    facts = dict(hypothesis.details)
+    facts.update(hypothesis_b_holds=bool(hypothesis.holds),
+                 no_quadratic_lyapunov_function=bool(certificate.proven),
+                 residual_min_eigenvalue=float(np.linalg.eigvalsh(sym(certificate.residual))[0]))
+    holds = hypothesis.holds and certificate.proven
+    reason = ("A_sym < 0, W + W^T < 0 and A^T W + W^T A > 0, but no P > 0 makes "
+              "P (A + D W) + (.)^T P < 0 at the four slope vertices: the quadratic Lyapunov "
+              "function of the proof of (b) does not exist")
+    return Counterexample("paper 002, Theorem 1 (b)", w, 1.0,
+                          dict(facts, A=a.tolist()), bool(holds), reason, certificate)

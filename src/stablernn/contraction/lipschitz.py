@@ -27,8 +27,9 @@ converge), with an explicit metric and rate:
   ``M J + J^T M = -(A^T W + W^T A) - 2 W D W <= -(A^T W + W^T A)``, hence the rate
   ``lambda_min((-W)^{-1/2} (A^T W + W^T A) (-W)^{-1/2}) / 2`` (exact: attained at D = 0).
   For non-symmetric W the hypothesis is reported but nothing is certified: there are pairs
-  (A, W) meeting (b) for which no constant quadratic metric serves all slopes (found with the
-  LMI of :func:`stablernn.contraction.lmi.common_metric_lmi` on random 3 x 3 examples).
+  (A, W) meeting (b) for which no constant quadratic metric serves all slopes
+  (:func:`stablernn.contraction.counterexamples.theorem1b_counterexample`, an exact dual
+  certificate; about a third of random 3 x 3 pairs meeting (b) have no such metric).
 - Proposition 1 (spectrum of ``S = (1-beta)(M + M^T) + beta (M - M^T) - gamma I``, eq. 6):
   the real parts of the eigenvalues of S and the eigenvalues of ``sym S`` lie in
   ``[2(1-beta) lambda_min(M_sym) - gamma, 2(1-beta) lambda_max(M_sym) - gamma]``. The paper

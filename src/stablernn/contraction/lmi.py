@@ -30,14 +30,18 @@ def require_cvxpy():
 
 
 def _solve(cp, problem) -> str:
-    for solver in ("CLARABEL", "SCS"):
-        if solver in cp.installed_solvers():
-            try:
-                problem.solve(solver=solver)
-            except cp.error.SolverError:
-                continue
-            return str(problem.status)
-    problem.solve()
+    import warnings
+
+    with warnings.catch_warnings():  # "inaccurate" solutions are re-checked by the caller anyway
+        warnings.simplefilter("ignore", UserWarning)
+        for solver in ("CLARABEL", "SCS"):
+            if solver in cp.installed_solvers():
+                try:
+                    problem.solve(solver=solver)
+                except cp.error.SolverError:
+                    continue
+                return str(problem.status)
+        problem.solve()
     return str(problem.status)
 
 

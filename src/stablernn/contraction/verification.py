@@ -70,6 +70,7 @@ class MetricCheck:
     method: str
     worst_found: float | None = None
     violation: np.ndarray | None = None
+    round_off: float = 0.0
 
 
 class _Transformed:
@@ -228,7 +229,7 @@ def check_family_metric(
             contracting=-upper > 0, rate=-upper, exact=True,
             method=(f"exact: {1 << len(free)} slope vertices after fixing {k - len(free)} "
                     "sign-definite columns (the log-norm is convex in the slopes)"),
-            worst_found=worst, violation=violation,
+            worst_found=worst, violation=violation, round_off=allowance + round_off,
         )
 
     center, radius = 0.5 * (low + high), 0.5 * (high - low)
