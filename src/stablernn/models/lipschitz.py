@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from stablernn._checks import check_choice, check_non_negative, check_positive, check_positive_int
+from stablernn.engine import ENGINES, run_lipschitz
 from stablernn.models.recurrent import RecurrentCell, RecurrentLayer
 from stablernn.parametrizations import SymmetricSkew
 
@@ -108,6 +109,11 @@ class LipschitzRNN(RecurrentLayer):
     ``LipschitzRNN(input_size, hidden_size, ...)`` takes the arguments of :class:`LipschitzCell`
     plus ``batch_first`` and ``check_finite``; ``forward(input, h0=None) -> (output, h_n)``.
     The step is :meth:`LipschitzCell.step`; ``A`` and ``W`` are built once per forward pass.
+
+    ``engine``: ``"auto"`` (default) runs the sequence on the fast recurrence engine
+    (:mod:`stablernn.engine`, one autograd Function with hand-written BPTT) where it supports
+    the configuration (Euler), else the plain loop; ``"loop"`` always runs the plain loop of
+    :meth:`RecurrentLayer.run`. Both compute the same states and gradients (to rounding).
     """
 
     def __init__(
@@ -125,6 +131,7 @@ class LipschitzRNN(RecurrentLayer):
         bias: bool = True,
         batch_first: bool = False,
         check_finite: bool = True,
+        engine: str = "auto",
     ) -> None:
         cell = LipschitzCell(
             input_size, hidden_size, beta_a=beta_a, gamma_a=gamma_a, beta_w=beta_w,
@@ -132,6 +139,15 @@ class LipschitzRNN(RecurrentLayer):
             init_std=init_std, bias=bias,
         )
         super().__init__(cell, batch_first=batch_first, check_finite=check_finite)
+        self.engine = check_choice("engine", engine, ENGINES)
+
+    def run(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Time-major core: the engine where it applies (``engine="auto"``), else the loop."""
+        if self.engine == "auto":
+            states = run_lipschitz(self.cell, inputs, hidden)
+            if states is not None:
+                return states
+        return super().run(inputs, hidden)
 
     @property
     def A(self) -> torch.Tensor:

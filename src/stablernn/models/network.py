@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from stablernn._checks import check_choice, check_positive, check_positive_int
+from stablernn.engine import ENGINES, run_network
 from stablernn.models.assembly import Assembly
 from stablernn.models.recurrent import RecurrentCell, RecurrentLayer
 from stablernn.models.subnetworks import RateSubnetwork, SparseSubnetwork, SVDSubnetwork
@@ -111,13 +112,27 @@ class NetworkOfNetworks(RecurrentLayer):
 
     The hidden state is the full state x of all parts, concatenated in order, so a run can be
     started from any state and continued.
+
+    ``engine``: ``"auto"`` (default) runs the sequence on the fast recurrence engine
+    (:mod:`stablernn.engine`) where it supports the configuration (Euler, all parts rate
+    subnetworks of one size and activation, no hierarchical connections), else the plain loop;
+    ``"loop"`` always runs the plain loop of :meth:`RecurrentLayer.run`.
     """
 
     def __init__(self, input_size: int, assembly: Assembly, step_size: float = 0.1,
                  method: str = "euler", bias: bool = True, batch_first: bool = False,
-                 check_finite: bool = True) -> None:
+                 check_finite: bool = True, engine: str = "auto") -> None:
         cell = AssemblyCell(input_size, assembly, step_size=step_size, method=method, bias=bias)
         super().__init__(cell, batch_first=batch_first, check_finite=check_finite)
+        self.engine = check_choice("engine", engine, ENGINES)
+
+    def run(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Time-major core: the engine where it applies (``engine="auto"``), else the loop."""
+        if self.engine == "auto":
+            states = run_network(self.cell, inputs, hidden)
+            if states is not None:
+                return states
+        return super().run(inputs, hidden)
 
     @property
     def assembly(self) -> Assembly:
@@ -142,7 +157,7 @@ class SparseComboNet(NetworkOfNetworks):
                  activation: str = "relu", mask: str = "lower", unconstrained: bool = False,
                  damping: bool = False, seed: int | None = None, method: str = "euler",
                  feedback_init_std: float = 0.0, batch_first: bool = False,
-                 check_finite: bool = True) -> None:
+                 check_finite: bool = True, engine: str = "auto") -> None:
         check_positive_int("num_subnetworks", num_subnetworks)
         check_positive_int("subnetwork_size", subnetwork_size)
         if seed is None:
@@ -152,7 +167,7 @@ class SparseComboNet(NetworkOfNetworks):
         assembly = Assembly(parts, mask=mask, damping=damping, unconstrained=unconstrained,
                             feedback_init_std=feedback_init_std)
         super().__init__(input_size, assembly, step_size=step_size, method=method,
-                         batch_first=batch_first, check_finite=check_finite)
+                         batch_first=batch_first, check_finite=check_finite, engine=engine)
 
 
 class SVDComboNet(NetworkOfNetworks):
@@ -163,11 +178,12 @@ class SVDComboNet(NetworkOfNetworks):
                  margin: float = 0.05, step_size: float = 0.1, activation: str = "relu",
                  mask: str = "lower", unconstrained: bool = False, damping: bool = False,
                  method: str = "euler", feedback_init_std: float = 0.0,
-                 batch_first: bool = False, check_finite: bool = True) -> None:
+                 batch_first: bool = False, check_finite: bool = True,
+                 engine: str = "auto") -> None:
         check_positive_int("num_subnetworks", num_subnetworks)
         parts = [SVDSubnetwork(subnetwork_size, activation, margin)
                  for _ in range(num_subnetworks)]
         assembly = Assembly(parts, mask=mask, damping=damping, unconstrained=unconstrained,
                             feedback_init_std=feedback_init_std)
         super().__init__(input_size, assembly, step_size=step_size, method=method,
-                         batch_first=batch_first, check_finite=check_finite)
+                         batch_first=batch_first, check_finite=check_finite, engine=engine)

@@ -1,0 +1,387 @@
+"""Side-by-side benchmark of stablernn's recurrence engine (issue 6).
+
+    python benchmarks/engine_benchmark.py                  # T=784, B=128, 2 threads, 5 repeats
+    python benchmarks/engine_benchmark.py --json bench.json --repeats 7
+    python benchmarks/engine_benchmark.py --steps 98 --models lipschitz   # a quick look
+
+In one process, on the same inputs and starting weights, for the Lipschitz RNN (N = --hidden)
+and the Sparse Combo Net (--subnetworks x --subnetwork-size at --density):
+
+- the GEMM throughput at the step's shapes and the FLOP-bound time derived from it;
+- ``torch.nn.LSTM(1, N)`` (Lipschitz table);
+- a plain eager loop written from the paper's equations (``benchmarks/reference_loops.py``);
+- stablernn's own loop (``engine="loop"``), the engine's pure-PyTorch path and the engine's
+  native path (the default where it builds);
+
+each timed on a training step (forward + backward + Adam step, a linear readout of the last
+state, cross-entropy) and on a forward-only pass (``torch.no_grad``), round-robin over
+implementations for ``--repeats`` rounds after a warm-up, with the peak resident memory of one
+training step. Ratios come first (median of the per-round ratios, with their range), absolute
+times second (median and range). ``--json`` writes every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from reference_loops import LipschitzLoop, SparseComboLoop  # noqa: E402
+
+from stablernn import engine as stablernn_engine  # noqa: E402
+from stablernn.engine import native  # noqa: E402
+from stablernn.experiments.benchmark import add_arguments  # noqa: E402
+from stablernn.models.lipschitz import LipschitzRNN  # noqa: E402
+from stablernn.models.network import SparseComboNet  # noqa: E402
+
+
+# ---------------------------------------------------------------------------- measurement
+def _proc_status(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory(function: Callable[[], object]) -> int | None:
+    """Peak resident memory above the starting point while ``function`` runs (bytes), from
+    ``/proc/self/status`` VmHWM after resetting it; ``None`` where that is not possible."""
+    gc.collect()
+    stablernn_engine.empty_cache()
+    before = _proc_status("VmRSS")
+    if before is None or not _reset_peak():
+        function()
+        return None
+    function()
+    peak = _proc_status("VmHWM")
+    return None if peak is None else max(0, peak - before)
+
+
+def gemm_rate(m: int, k: int, n: int, seconds: float = 0.3, rounds: int = 5) -> float:
+    """GFLOP/s of ``(m, k) @ (k, n)`` in float32: the median over ``rounds``."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    out = torch.empty(m, n)
+    for _ in range(5):
+        torch.mm(a, b, out=out)
+    start = time.perf_counter()
+    torch.mm(a, b, out=out)
+    one = max(time.perf_counter() - start, 1e-7)
+    calls = max(1, int(seconds / rounds / one))
+    rates = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.mm(a, b, out=out)
+        rates.append(2.0 * m * k * n * calls / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
+@dataclass
+class Implementation:
+    name: str
+    forward: Callable[[torch.Tensor], torch.Tensor]  # (T, B, F) -> states (T, B, N)
+    module: nn.Module
+    hidden_size: int
+    backend: str | None = None  # forced engine backend while it runs
+    same_model: bool = True  # False for the LSTM: its states are not comparable
+    train_times: list[float] = field(default_factory=list)
+    eval_times: list[float] = field(default_factory=list)
+    memory: int | None = None
+    deviation: float | None = None
+
+    def __post_init__(self):
+        torch.manual_seed(2)  # the same readout for every implementation
+        self.readout = nn.Linear(self.hidden_size, 10)
+        self.optimizer = torch.optim.Adam(
+            list(self.module.parameters()) + list(self.readout.parameters()), lr=1e-3)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self.backend is None:
+            return self.forward(x)
+        with stablernn_engine.use_backend(self.backend):
+            return self.forward(x)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        states = self._run(x)
+        loss = nn.functional.cross_entropy(self.readout(states[-1]), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def eval_step(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._run(x)
+
+
+def timed(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def run_rounds(impls: list[Implementation], x, y, repeats: int, memory: bool, bound: dict,
+               log) -> None:
+    """Warm-up, then ``repeats`` rounds; each round measures the GEMM rate at the step's shape
+    once and times every implementation once (training step, then forward only)."""
+    for impl in impls:  # warm-up (and the native build, on first use)
+        impl.train_step(x, y)
+        impl.eval_step(x)
+    bound["gemm_gflops_rounds"] = []
+    for round_index in range(repeats):
+        bound["gemm_gflops_rounds"].append(gemm_rate(*bound["gemm_mkn"]))
+        for impl in impls:
+            impl.train_times.append(timed(lambda: impl.train_step(x, y)))
+        for impl in impls:
+            impl.eval_times.append(timed(lambda: impl.eval_step(x)))
+        log(f"  round {round_index + 1}/{repeats}: GEMM {bound['gemm_gflops_rounds'][-1]:.0f} "
+            "GFLOP/s, " + ", ".join(f"{impl.name} {impl.train_times[-1]:.3f}s" for impl in impls))
+    if memory:
+        for impl in impls:
+            impl.memory = peak_memory(lambda: impl.train_step(x, y))
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def paired_ratio(slow: list[float], fast: list[float]) -> dict[str, float]:
+    """Median and range of the per-round ratios slow / fast (rounds are interleaved, so each
+    ratio compares runs taken seconds apart)."""
+    return summary([s / f for s, f in zip(slow, fast)])
+
+
+def agreement(impls: list[Implementation], x: torch.Tensor) -> None:
+    """Largest deviation of each implementation's states from the first one's (relative to the
+    largest state), on the benchmark's own input, from the same starting weights."""
+    reference = impls[0].eval_step(x)
+    scale = reference.abs().max().item() or 1.0
+    for impl in impls:
+        if impl.same_model:
+            impl.deviation = (impl.eval_step(x) - reference).abs().max().item() / scale
+
+
+# ---------------------------------------------------------------------------- the two models
+def lipschitz_implementations(args) -> tuple[list[Implementation], dict]:
+    torch.manual_seed(0)
+    N = args.hidden
+    model = LipschitzRNN(1, N, step_size=0.03)
+    impls = []
+
+    def add(name, module, forward, backend=None, same_model=True):
+        impls.append(Implementation(name, forward, module, N, backend, same_model))
+
+    plain = LipschitzLoop.like(model)
+    add("plain eager loop", plain, plain)
+    loop = copy.deepcopy(model)
+    loop.engine = "loop"
+    add("stablernn loop", loop, lambda x, m=loop: m(x)[0])
+    python = copy.deepcopy(model)
+    add("engine, PyTorch path", python, lambda x, m=python: m(x)[0], backend="python")
+    eng = copy.deepcopy(model)
+    add("engine", eng, lambda x, m=eng: m(x)[0])
+    lstm = nn.LSTM(1, N)
+    add("torch.nn.LSTM", lstm, lambda x, m=lstm: m(x)[0], same_model=False)
+    T, B = args.steps, args.batch
+    flops = 3 * 4 * T * B * N * N  # fwd: h P, h W^T; bwd: g P^T, dz W; dP, dW^T over all rows
+    bound = {"gemm_shape": f"({B}x{N}) @ ({N}x{2 * N})", "gemm_mkn": (B, N, 2 * N),
+             "step_gflop": flops / 1e9,
+             "flops_formula": "12 T B N^2: forward 2, backward 4 products of 2 B N^2 per step"}
+    return impls, bound
+
+
+def combo_implementations(args) -> tuple[list[Implementation], dict]:
+    torch.manual_seed(0)
+    K, n = args.subnetworks, args.subnetwork_size
+    N = K * n
+    model = SparseComboNet(1, num_subnetworks=K, subnetwork_size=n, density=args.density,
+                           seed=0, feedback_init_std=0.01)
+    impls = []
+
+    def add(name, module, forward, backend=None):
+        impls.append(Implementation(name, forward, module, N, backend))
+
+    plain = SparseComboLoop.like(model)
+    add("plain eager loop (dense block-diagonal)", plain, plain)
+    loop = copy.deepcopy(model)
+    loop.engine = "loop"
+    add("stablernn loop (batched blocks)", loop, lambda x, m=loop: m(x)[0])
+    python = copy.deepcopy(model)
+    add("engine, PyTorch path", python, lambda x, m=python: m(x)[0], backend="python")
+    eng = copy.deepcopy(model)
+    add("engine", eng, lambda x, m=eng: m(x)[0])
+    T, B = args.steps, args.batch
+    # fwd: x P (2 B N^2) + blocks (2 B N n); bwd: g P^T + blocks^T; dL^T (2 B N^2); blocks fixed
+    flops = T * (6 * B * N * N + 4 * B * N * n)
+    bound = {"gemm_shape": f"({B}x{N}) @ ({N}x{N})", "gemm_mkn": (B, N, N),
+             "step_gflop": flops / 1e9,
+             "flops_formula": "T (6 B N^2 + 4 B N n): forward x P and blocks, backward g P^T, "
+                              "blocks^T and dL (the sparse blocks are fixed)"}
+    return impls, bound
+
+
+# ---------------------------------------------------------------------------- report
+def targets_for(model: str, data: dict) -> list[tuple[str, float, float]]:
+    """(description, measured, target) for the issue's targets."""
+    ratios = data["ratios"]
+    out = []
+    if model == "lipschitz":
+        out.append(("engine at % of the FLOP-bound time", data["engine_vs_bound"]["median"], 0.60))
+        out.append(("torch.nn.LSTM / engine, training step",
+                    ratios["train"]["torch.nn.LSTM"]["median"], 3.0))
+    plain = data["names"][0]
+    out.append(("plain eager loop / engine, training step", ratios["train"][plain]["median"], 2.0))
+    out.append(("plain eager loop / engine, forward only", ratios["eval"][plain]["median"], 2.0))
+    return out
+
+
+def analyse(model: str, impls: list[Implementation], bound: dict) -> dict:
+    engine = next(impl for impl in impls if impl.name == "engine")
+    data = {"names": [impl.name for impl in impls], "bound": bound, "ratios": {"train": {}, "eval": {}},
+            "implementations": {}}
+    for impl in impls:
+        data["ratios"]["train"][impl.name] = paired_ratio(impl.train_times, engine.train_times)
+        data["ratios"]["eval"][impl.name] = paired_ratio(impl.eval_times, engine.eval_times)
+        data["implementations"][impl.name] = {
+            "train_s": summary(impl.train_times), "eval_s": summary(impl.eval_times),
+            "train_times": impl.train_times, "eval_times": impl.eval_times,
+            "peak_memory_bytes": impl.memory, "max_state_deviation": impl.deviation}
+    rates = bound["gemm_gflops_rounds"]
+    bound["gemm_gflops"] = statistics.median(rates)
+    bound["bound_s"] = bound["step_gflop"] / bound["gemm_gflops"]
+    # per round: the bound from that round's GEMM rate over that round's engine time
+    data["engine_vs_bound"] = summary([bound["step_gflop"] / rate / t
+                                       for rate, t in zip(rates, engine.train_times)])
+    data["targets"] = [{"target": name, "measured": value, "required": required,
+                        "met": value >= required}
+                       for name, value, required in targets_for(model, data)]
+    return data
+
+
+def fmt_range(values: dict, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
+    return (f"{values['median'] * scale:.{digits}f}{unit} "
+            f"({values['min'] * scale:.{digits}f}-{values['max'] * scale:.{digits}f})")
+
+
+def report(model: str, title: str, data: dict) -> str:
+    lines = [f"## {title}", ""]
+    bound = data["bound"]
+    rates = bound["gemm_gflops_rounds"]
+    lines.append(f"FLOP bound: {bound['step_gflop']:.1f} GFLOP per training step "
+                 f"({bound['flops_formula']}) at {bound['gemm_gflops']:.0f} GFLOP/s "
+                 f"({min(rates):.0f}-{max(rates):.0f}) measured at {bound['gemm_shape']} in each "
+                 f"round: {bound['bound_s'] * 1e3:.0f} ms")
+    lines.append("")
+    lines.append("| target | measured | required | |")
+    lines.append("|---|---|---|---|")
+    for item in data["targets"]:
+        percent = "%" in item["target"]
+        shown = f"{item['measured'] * 100:.0f}%" if percent else f"{item['measured']:.2f}x"
+        need = f">= {item['required'] * 100:.0f}%" if percent else f">= {item['required']:.0f}x"
+        lines.append(f"| {item['target']} | {shown} | {need} | "
+                     f"{'met' if item['met'] else 'NOT met'} |")
+    lines.append("")
+    lines.append("| implementation | train step: time / engine | forward only: time / engine "
+                 "| train step (s) | forward only (s) | peak memory, train step | state deviation |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for name in data["names"]:
+        impl = data["implementations"][name]
+        memory = impl["peak_memory_bytes"]
+        memory_text = "n/a" if memory is None else f"{memory / 2**20:.0f} MiB"
+        deviation = impl["max_state_deviation"]
+        lines.append(
+            f"| {name} | {fmt_range(data['ratios']['train'][name], unit='x')} "
+            f"| {fmt_range(data['ratios']['eval'][name], unit='x')} "
+            f"| {fmt_range(impl['train_s'], digits=3)} | {fmt_range(impl['eval_s'], digits=3)} "
+            f"| {memory_text} | {'n/a' if deviation is None else f'{deviation:.1e}'} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark with parsed options (see ``stablernn.experiments.benchmark``)."""
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for model in models:
+        if model not in ("lipschitz", "combo"):
+            raise ValueError(f"--models takes lipschitz and/or combo, got {model!r}")
+    if min(args.steps, args.batch, args.hidden, args.threads, args.repeats,
+           args.subnetworks, args.subnetwork_size) < 1:
+        raise ValueError("--steps, --batch, --hidden, --subnetworks, --subnetwork-size, "
+                         "--threads and --repeats must be >= 1")
+
+    torch.set_num_threads(args.threads)
+    log = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    native.load()
+    path = ("native C++ kernels" if native.load() is not None
+            else f"pure PyTorch ({native.fallback_reason()})")
+    header = (f"# stablernn engine benchmark\n\nT={args.steps}, B={args.batch}, float32, "
+              f"{args.threads} threads, {args.repeats} rounds (median, range in brackets); "
+              f"engine path: {path}; torch {torch.__version__}, {platform.machine()}, "
+              f"{os.cpu_count()} CPUs\n")
+    config = {key: value for key, value in vars(args).items() if key != "command"}
+    results = {"config": config, "engine_path": path, "torch": torch.__version__,
+               "machine": platform.machine(), "cpus": os.cpu_count()}
+    sections = [header]
+    torch.manual_seed(1)
+    x = torch.randn(args.steps, args.batch, 1)
+    y = torch.randint(0, 10, (args.batch,))
+    builders = {"lipschitz": (lipschitz_implementations, f"Lipschitz RNN, N={args.hidden}, Euler"),
+                "combo": (combo_implementations,
+                          f"Sparse Combo Net {args.subnetworks}x{args.subnetwork_size}, "
+                          f"density {args.density}, Euler")}
+    for model in models:
+        build, title = builders[model]
+        log(f"{title}:")
+        impls, bound = build(args)
+        agreement(impls, x)
+        run_rounds(impls, x, y, args.repeats, not args.no_memory, bound, log)
+        results[model] = analyse(model, impls, bound)
+        sections.append(report(model, title, results[model]))
+    text = "\n".join(sections)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""A fast recurrence engine: whole sequences as one autograd Function with hand-written BPTT.
+
+The layers use it by default (``engine="auto"``) where it supports the configuration and run
+their plain loop otherwise (``engine="loop"`` forces the loop). Two paths compute the same maths:
+
+- ``native``: C++ kernels, JIT-compiled on first use and cached (:mod:`stablernn.engine.native`),
+  for float32 / float64 on the CPU;
+- ``python``: the same Functions in PyTorch ops (any device; the automatic fallback when no
+  compiler is available).
+
+See ``docs/performance.md`` for what is supported, what falls back, memory, and measurements.
+"""
+
+from stablernn.engine.dispatch import (
+    ENGINES,
+    lipschitz_unsupported,
+    network_unsupported,
+    run_lipschitz,
+    run_network,
+)
+from stablernn.engine.lipschitz import lipschitz_euler
+from stablernn.engine.native import (
+    BACKENDS,
+    backend_for,
+    cache_info,
+    empty_cache,
+    fallback_reason,
+    set_backend,
+    use_backend,
+)
+from stablernn.engine.network import network_euler
+
+__all__ = [
+    "BACKENDS", "ENGINES", "backend_for", "cache_info", "empty_cache", "fallback_reason",
+    "lipschitz_euler", "lipschitz_unsupported", "network_euler", "network_unsupported",
+    "run_lipschitz", "run_network", "set_backend", "use_backend",
+]

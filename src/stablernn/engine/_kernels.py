@@ -1,0 +1,662 @@
+"""C++ source of the native recurrence kernels (compiled on first use by :mod:`.native`).
+
+One sequential loop per sequence in C++: the matrix products call ATen (MKL on x86 CPUs), the
+elementwise work of a step is one fused pass over raw memory, and the large tensors the loop
+writes (states, stored slopes, per-step gradients) come from a small cache of memory blocks so
+that a training step does not pay the operating system's page faults for ~100 MB of fresh memory
+every time (measured: about 14-20 ms per 51 MB on these machines).
+
+Maths (row-vector states, one time step ``t``; the Python docstrings cite the papers):
+
+- Lipschitz RNN, Euler (paper 002, eq. 9): ``z = u_t + h W^T``, ``d = tanh(z)``,
+  ``h' = eps d + h P`` with ``P = (I + eps alpha A)^T``.
+  Backward: ``dz = eps (1 - d^2) g``, ``g_prev = G_prev + [g | dz] [P^T ; W]``; after the loop
+  ``dP = H_prev^T G``, ``dW^T = H_prev^T DZ``, ``du = DZ``.
+- Rate subnetworks with feedback, Euler (paper 000, eq. 5 with eq. 1 parts):
+  ``x' = x P + dt (blocks(phi(x)) + u_t)`` with ``P = (1 - dt) I + dt L^T`` and
+  ``blocks(y)_k = y_k W_k^T``.
+  Backward: ``gu = dt g``, ``g_prev = G_prev + g P^T + phi'(x) * blocks^T(gu)``; after the loop
+  ``dL^T = X_prev^T GU``, ``d(W_k^T) = phi(X_prev)_k^T GU_k``, ``du = GU``.
+
+float32 uses a rational tanh (the minimax approximation Eigen uses, clamped at |x| = 7.9053):
+at most about 3 ulp, 3.6e-7 absolute (``torch.tanh``: 3e-8), checked in the tests; float64 uses
+``std::tanh``.
+"""
+
+SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+
+namespace {
+
+using at::Tensor;
+
+// ------------------------------------------------------------------ memory block cache
+struct Pool {
+  std::mutex mutex;
+  std::multimap<size_t, void*> blocks;
+  size_t cached = 0;
+  size_t limit = size_t(1) << 30;
+  size_t hits = 0, misses = 0;
+};
+
+Pool& pool() {
+  static Pool* instance = new Pool();  // never destroyed: tensors may be freed at exit
+  return *instance;
+}
+
+void pool_release(void* ptr, size_t bytes) {
+  Pool& p = pool();
+  {
+    std::lock_guard<std::mutex> lock(p.mutex);
+    if (p.cached + bytes <= p.limit) {
+      p.blocks.emplace(bytes, ptr);
+      p.cached += bytes;
+      return;
+    }
+  }
+  std::free(ptr);
+}
+
+Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  int64_t numel = 1;
+  for (auto s : sizes) numel *= s;
+  size_t bytes = size_t(numel) * c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
+  if (!options.device().is_cpu() || bytes < (size_t(1) << 20)) return at::empty(sizes, options);
+  bytes = (bytes + 4095) & ~size_t(4095);
+  void* ptr = nullptr;
+  Pool& p = pool();
+  {
+    std::lock_guard<std::mutex> lock(p.mutex);
+    auto it = p.blocks.find(bytes);
+    if (it != p.blocks.end()) {
+      ptr = it->second;
+      p.blocks.erase(it);
+      p.cached -= bytes;
+      ++p.hits;
+    } else {
+      ++p.misses;
+    }
+  }
+  if (ptr == nullptr) {
+    ptr = std::aligned_alloc(4096, bytes);
+    if (ptr == nullptr) throw std::bad_alloc();
+  }
+  return at::from_blob(ptr, sizes, [bytes](void* q) { pool_release(q, bytes); }, options);
+}
+
+void empty_cache() {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  for (auto& entry : p.blocks) std::free(entry.second);
+  p.blocks.clear();
+  p.cached = 0;
+}
+
+void set_cache_limit(int64_t bytes) {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  p.limit = size_t(bytes < 0 ? 0 : bytes);
+}
+
+std::vector<int64_t> cache_stats() {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mutex);
+  return {int64_t(p.cached), int64_t(p.limit), int64_t(p.hits), int64_t(p.misses)};
+}
+
+// ------------------------------------------------------------------ scalar functions
+inline __attribute__((always_inline)) float tanh_fast(float a) {
+  float x = a > 7.90531110763549805f ? 7.90531110763549805f : a;
+  x = x < -7.90531110763549805f ? -7.90531110763549805f : x;
+  const float x2 = x * x;
+  float p = -2.76076847742355e-16f;
+  p = p * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  p = p * x;
+  float q = 1.19825839466702e-06f;
+  q = q * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return p / q;
+}
+
+inline __attribute__((always_inline)) float tanh_of(float x) { return tanh_fast(x); }
+inline __attribute__((always_inline)) double tanh_of(double x) { return std::tanh(x); }
+
+enum Activation : int64_t { RELU = 0, TANH = 1, SIGMOID = 2, SOFTPLUS = 3 };
+
+template <typename S>
+inline __attribute__((always_inline)) S sigmoid_of(S x) {
+  return S(1) / (S(1) + std::exp(-x));
+}
+
+template <typename S, int64_t A>
+inline __attribute__((always_inline)) S act(S x) {
+  if constexpr (A == RELU) return x > S(0) ? x : S(0);
+  else if constexpr (A == TANH) return tanh_of(x);
+  else if constexpr (A == SIGMOID) return sigmoid_of(x);
+  else return x > S(20) ? x : std::log1p(std::exp(x));  // torch softplus, beta 1, threshold 20
+}
+
+// derivative from the pre-activation x, as torch's backward formulas compute it
+template <typename S, int64_t A>
+inline __attribute__((always_inline)) S dact(S x) {
+  if constexpr (A == RELU) return x > S(0) ? S(1) : S(0);
+  else if constexpr (A == TANH) { S y = tanh_of(x); return S(1) - y * y; }
+  else if constexpr (A == SIGMOID) { S y = sigmoid_of(x); return y * (S(1) - y); }
+  else { if (x > S(20)) return S(1); S z = std::exp(x); return z / (z + S(1)); }
+}
+
+// ------------------------------------------------------------------ input layer, fused
+// Row b of U x_t + b for small input sizes, into acc (n values): bias + sum_f x[b, f] U^T[f, :]
+template <typename S>
+inline __attribute__((always_inline)) void input_row(int64_t n, int64_t F, const S* __restrict x,
+    const S* __restrict winT, const S* __restrict bias, S* __restrict acc) {
+  if (bias != nullptr) { for (int64_t i = 0; i < n; ++i) acc[i] = bias[i]; }
+  else { for (int64_t i = 0; i < n; ++i) acc[i] = S(0); }
+  for (int64_t f = 0; f < F; ++f) {
+    const S xv = x[f]; const S* w = winT + f * n;
+    for (int64_t i = 0; i < n; ++i) acc[i] += xv * w[i];
+  }
+}
+
+// ------------------------------------------------------------------ Lipschitz elementwise
+// hm (B, 2N) = h [P | W^T]. Row by row: z = hm[:, N:] + u (u given as rows of (B, N), or from the
+// fused input layer); d = tanh(z); out = eps d + hm[:, :N]; drive = d when given.
+template <typename S>
+inline __attribute__((always_inline)) void lip_fwd_body(int64_t b0, int64_t b1, int64_t n, const S* __restrict hm,
+    const S* __restrict u, int64_t F, const S* __restrict x, const S* __restrict winT,
+    const S* __restrict bias, S eps, S* __restrict out, S* __restrict drive, S* __restrict acc) {
+  for (int64_t b = b0; b < b1; ++b) {
+    const S* a = hm + b * 2 * n; const S* zr = a + n; S* o = out + b * n;
+    const S* ur;
+    if (u != nullptr) ur = u + b * n;
+    else { input_row<S>(n, F, x + b * F, winT, bias, acc); ur = acc; }
+    if (drive != nullptr) {
+      S* dr = drive + b * n;
+      for (int64_t i = 0; i < n; ++i) {
+        const S d = tanh_of(zr[i] + ur[i]);
+        o[i] = eps * d + a[i];
+        dr[i] = d;
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i] = eps * tanh_of(zr[i] + ur[i]) + a[i];
+    }
+  }
+}
+
+// gz (B, 2N) holds g in its left half: right half <- eps (1 - d^2) g
+template <typename S>
+inline __attribute__((always_inline)) void lip_bwd_body(int64_t b0, int64_t b1, int64_t n, S* __restrict gz,
+                                                        const S* __restrict d, S eps) {
+  for (int64_t b = b0; b < b1; ++b) {
+    S* row = gz + b * 2 * n; const S* dr = d + b * n;
+    for (int64_t i = 0; i < n; ++i) row[n + i] = eps * (S(1) - dr[i] * dr[i]) * row[i];
+  }
+}
+
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+CLONES void lip_fwd_f(int64_t b0, int64_t b1, int64_t n, const float* hm, const float* u, int64_t F, const float* x,
+                      const float* w, const float* bias, float eps, float* o, float* d, float* acc) {
+  lip_fwd_body<float>(b0, b1, n, hm, u, F, x, w, bias, eps, o, d, acc); }
+void lip_fwd_d(int64_t b0, int64_t b1, int64_t n, const double* hm, const double* u, int64_t F, const double* x,
+               const double* w, const double* bias, double eps, double* o, double* d, double* acc) {
+  lip_fwd_body<double>(b0, b1, n, hm, u, F, x, w, bias, eps, o, d, acc); }
+CLONES void lip_bwd_f(int64_t b0, int64_t b1, int64_t n, float* gz, const float* d, float eps) { lip_bwd_body<float>(b0, b1, n, gz, d, eps); }
+void lip_bwd_d(int64_t b0, int64_t b1, int64_t n, double* gz, const double* d, double eps) { lip_bwd_body<double>(b0, b1, n, gz, d, eps); }
+
+inline void lip_fwd_ew(int64_t b0, int64_t b1, int64_t n, const float* hm, const float* u, int64_t F, const float* x,
+                       const float* w, const float* bias, double eps, float* o, float* d, float* acc) {
+  lip_fwd_f(b0, b1, n, hm, u, F, x, w, bias, float(eps), o, d, acc); }
+inline void lip_fwd_ew(int64_t b0, int64_t b1, int64_t n, const double* hm, const double* u, int64_t F, const double* x,
+                       const double* w, const double* bias, double eps, double* o, double* d, double* acc) {
+  lip_fwd_d(b0, b1, n, hm, u, F, x, w, bias, eps, o, d, acc); }
+inline void lip_bwd_ew(int64_t b0, int64_t b1, int64_t n, float* gz, const float* d, double eps) { lip_bwd_f(b0, b1, n, gz, d, float(eps)); }
+inline void lip_bwd_ew(int64_t b0, int64_t b1, int64_t n, double* gz, const double* d, double eps) { lip_bwd_d(b0, b1, n, gz, d, eps); }
+
+// Elementwise work of one step over the batch rows, split across the intra-op threads when
+// there is enough of it (fn(b0, b1, scratch) with a per-chunk scratch row of n values).
+bool g_parallel = true;
+
+template <typename S, typename Fn>
+void over_rows(int64_t B, int64_t n, Fn&& fn) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(n, 1));
+  if (!g_parallel || B <= grain || at::get_num_threads() < 2) {
+    std::vector<S> scratch(n);
+    fn(int64_t(0), B, scratch.data());
+    return;
+  }
+  at::parallel_for(0, B, grain, [&](int64_t b0, int64_t b1) {
+    std::vector<S> scratch(n);
+    fn(b0, b1, scratch.data());
+  });
+}
+
+void set_parallel(bool on) { g_parallel = on; }
+
+void check_cpu(const Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu(), "stablernn engine (native): ", name, " must be on the CPU");
+  TORCH_CHECK(t.is_contiguous(), "stablernn engine (native): ", name, " must be contiguous");
+}
+
+template <typename S>
+const S* ptr_or_null(const Tensor& t) { return t.numel() > 0 ? t.data_ptr<S>() : nullptr; }
+
+// Gradients of the fused input layer, accumulated step by step while the step's input-side
+// gradient rows d (B rows of n, row stride ldd) are still in cache: per step, partial sums over
+// the batch in the working precision (pdb = sum_b d[b, :], pdw[f, :] = sum_b x[b, f] d[b, :]);
+// across steps in double.
+template <typename S>
+inline __attribute__((always_inline)) void input_grad_partials(int64_t B, int64_t n, int64_t F,
+    const S* __restrict d, int64_t ldd, const S* __restrict x, S* __restrict pdb, S* __restrict pdw) {
+  for (int64_t i = 0; i < n * (F + 1); ++i) pdb[i] = S(0);  // pdw follows pdb in memory
+  for (int64_t b = 0; b < B; ++b) {
+    const S* dr = d + b * ldd;
+    for (int64_t i = 0; i < n; ++i) pdb[i] += dr[i];
+    for (int64_t f = 0; f < F; ++f) {
+      const S xv = x[b * F + f];
+      S* w = pdw + f * n;
+      for (int64_t i = 0; i < n; ++i) w[i] += xv * dr[i];
+    }
+  }
+}
+
+CLONES void input_partials_f(int64_t B, int64_t n, int64_t F, const float* d, int64_t ldd,
+                             const float* x, float* p) { input_grad_partials<float>(B, n, F, d, ldd, x, p, p + n); }
+void input_partials_d(int64_t B, int64_t n, int64_t F, const double* d, int64_t ldd,
+                      const double* x, double* p) { input_grad_partials<double>(B, n, F, d, ldd, x, p, p + n); }
+inline void input_partials(int64_t B, int64_t n, int64_t F, const float* d, int64_t ldd, const float* x, float* p) { input_partials_f(B, n, F, d, ldd, x, p); }
+inline void input_partials(int64_t B, int64_t n, int64_t F, const double* d, int64_t ldd, const double* x, double* p) { input_partials_d(B, n, F, d, ldd, x, p); }
+
+struct InputGrads {
+  Tensor acc;       // double: [sum d (n) | sum x_f d (F x n)]
+  Tensor partial;   // one step's partial sums in the working precision
+  int64_t n, F;
+  InputGrads(int64_t n_, int64_t F_, const at::TensorOptions& opts)
+      : acc(at::zeros({(F_ + 1) * n_}, opts.dtype(at::kDouble))),
+        partial(at::empty({(F_ + 1) * n_}, opts)), n(n_), F(F_) {}
+  template <typename S>
+  void add(int64_t B, const S* d, int64_t ldd, const S* x) {
+    S* p = partial.data_ptr<S>();
+    input_partials(B, n, F, d, ldd, x, p);
+    double* a = acc.data_ptr<double>();
+    for (int64_t i = 0; i < (F + 1) * n; ++i) a[i] += double(p[i]);
+  }
+  // grads of (x, U, b): x <- D U over all rows when need_x (D: T*B rows of n, any row stride)
+  std::vector<Tensor> finish(const Tensor& D, const Tensor& x, const Tensor& win,
+                             const Tensor& bias, bool need_x) const {
+    auto dtype = x.scalar_type();
+    Tensor grad_w = acc.narrow(0, n, F * n).reshape({F, n}).t().to(dtype).contiguous();
+    Tensor grad_b = bias.numel() > 0 ? acc.narrow(0, 0, n).to(dtype) : at::empty({0}, x.options());
+    Tensor grad_x = need_x ? at::mm(D, win).reshape(x.sizes()) : at::empty({0}, x.options());
+    return {grad_x, grad_w, grad_b};
+  }
+};
+
+// inputs: projected (T,B,N) when win is empty, else raw (T,B,F) with win (N,F), bias (N) or empty.
+// h0 (B,N), P (N,N) transition (row form), Wt (N,N). Returns states and (when store) tanh(z).
+std::vector<Tensor> lipschitz_forward(Tensor inputs, Tensor win, Tensor bias, Tensor h0, Tensor P,
+                                      Tensor Wt, double eps, bool store) {
+  check_cpu(inputs, "inputs"); check_cpu(h0, "h0"); check_cpu(P, "transition"); check_cpu(Wt, "recurrent");
+  const bool fused = win.numel() > 0;
+  const int64_t T = inputs.size(0), B = inputs.size(1), N = h0.size(1);
+  const int64_t F = fused ? inputs.size(2) : 0;
+  auto opts = inputs.options();
+  Tensor MW = at::cat({P, Wt}, 1).contiguous();  // h [P | W^T]: one GEMM per step
+  Tensor winT = fused ? win.t().contiguous() : at::empty({0}, opts);
+  Tensor b = bias.contiguous();
+  auto states = pooled_empty({T, B, N}, opts);
+  auto drive = store ? pooled_empty({T, B, N}, opts) : at::empty({0}, opts);
+  auto hm = at::empty({B, 2 * N}, opts);
+  AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "lipschitz_forward", [&] {
+    Tensor h = h0;
+    const scalar_t* in = inputs.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      Tensor st = states.select(0, t);
+      at::mm_out(hm, h, MW);
+      const scalar_t* hp = hm.data_ptr<scalar_t>();
+      const scalar_t* up = fused ? nullptr : in + t * B * N;
+      const scalar_t* xp = fused ? in + t * B * F : nullptr;
+      const scalar_t* wp = ptr_or_null<scalar_t>(winT);
+      const scalar_t* bp = ptr_or_null<scalar_t>(b);
+      scalar_t* op = st.data_ptr<scalar_t>();
+      scalar_t* dp = store ? drive.data_ptr<scalar_t>() + t * B * N : nullptr;
+      over_rows<scalar_t>(B, N, [&](int64_t b0, int64_t b1, scalar_t* scratch) {
+        lip_fwd_ew(b0, b1, N, hp, up, F, xp, wp, bp, eps, op, dp, scratch);
+      });
+      h = st;
+    }
+  });
+  return {states, drive};
+}
+
+// Returns grads of (inputs, win, bias, h0, P, Wt); empty tensors where not applicable.
+std::vector<Tensor> lipschitz_backward(Tensor G, Tensor states, Tensor drive, Tensor inputs,
+                                       Tensor win, Tensor bias, Tensor h0, Tensor P, Tensor Wt,
+                                       double eps, bool need_inputs) {
+  check_cpu(G, "grad"); check_cpu(states, "states"); check_cpu(drive, "drive");
+  const bool fused = win.numel() > 0;
+  const int64_t T = states.size(0), B = states.size(1), N = states.size(2);
+  auto opts = states.options();
+  // [P^T ; W] (2N, N): a step's two products are one GEMM on the row [g | dz]
+  Tensor MT = at::cat({P.t(), Wt.t()}, 0).contiguous();
+  auto GZ = pooled_empty({T, B, 2 * N}, opts);  // [g_t | dz_t] for every step
+  auto grad_h0 = at::empty({B, N}, opts);
+  const int64_t F = fused ? inputs.size(2) : 0;
+  InputGrads input_grads(fused ? N : 0, F, opts);
+  GZ.select(0, T - 1).narrow(1, 0, N).copy_(G.select(0, T - 1));
+  AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "lipschitz_backward", [&] {
+    for (int64_t t = T - 1; t >= 0; --t) {
+      Tensor gz = GZ.select(0, t);
+      scalar_t* gp = gz.data_ptr<scalar_t>();
+      const scalar_t* dp = drive.data_ptr<scalar_t>() + t * B * N;
+      over_rows<scalar_t>(B, N, [&](int64_t b0, int64_t b1, scalar_t*) {
+        lip_bwd_ew(b0, b1, N, gp, dp, eps);
+      });
+      if (fused) input_grads.add<scalar_t>(B, gp + N, 2 * N, inputs.data_ptr<scalar_t>() + t * B * F);
+      if (t > 0) {
+        Tensor prev = GZ.select(0, t - 1).narrow(1, 0, N);  // rows of stride 2N: BLAS ldc
+        at::addmm_out(prev, G.select(0, t - 1), gz, MT);
+      } else {
+        at::mm_out(grad_h0, gz, MT);
+      }
+    }
+  });
+  // [dP | dW^T] = H_prev^T [G | DZ] over all T*B rows: one GEMM
+  Tensor grad_M = at::mm(h0.t(), GZ.select(0, 0));
+  if (T > 1) {
+    grad_M.addmm_(states.narrow(0, 0, T - 1).reshape({(T - 1) * B, N}).t(),
+                  GZ.narrow(0, 1, T - 1).reshape({(T - 1) * B, 2 * N}));
+  }
+  Tensor DZ = GZ.reshape({T * B, 2 * N}).narrow(1, N, N);  // input-side gradient, row stride 2N
+  std::vector<Tensor> grads;
+  if (fused) {
+    grads = input_grads.finish(DZ, inputs, win, bias, need_inputs);
+  } else {
+    grads = {DZ.reshape({T, B, N}), at::empty({0}, opts), at::empty({0}, opts)};
+  }
+  grads.push_back(grad_h0);
+  grads.push_back(grad_M.narrow(1, 0, N).contiguous());
+  grads.push_back(grad_M.narrow(1, N, N).contiguous());
+  return grads;
+}
+
+// ------------------------------------------------------------------ rate blocks elementwise
+// s (B, K*n) holds x P on entry; y (K, B, n) the block products; u rows (B, K*n) or the fused
+// input layer. s <- s + dt (y + u); phik (K, B, n) <- phi(s); ph (B, K*n) <- phi(s) when given.
+template <typename S, int64_t A>
+inline __attribute__((always_inline)) void net_fwd_body(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n,
+    S* __restrict s, const S* __restrict y, const S* __restrict u, int64_t F,
+    const S* __restrict x, const S* __restrict winT, const S* __restrict bias, S dt,
+    S* __restrict phik, S* __restrict ph, S* __restrict acc) {
+  const int64_t N = K * n;
+  for (int64_t b = b0; b < b1; ++b) {
+    const S* urow;
+    if (u != nullptr) urow = u + b * N;
+    else { input_row<S>(N, F, x + b * F, winT, bias, acc); urow = acc; }
+    for (int64_t k = 0; k < K; ++k) {
+      S* sr = s + b * N + k * n; const S* ur = urow + k * n;
+      const S* yr = y + (k * B + b) * n; S* pr = phik + (k * B + b) * n;
+      for (int64_t i = 0; i < n; ++i) {
+        const S v = sr[i] + dt * (yr[i] + ur[i]);
+        sr[i] = v;
+        pr[i] = act<S, A>(v);
+      }
+      if (ph != nullptr) {
+        S* hr = ph + b * N + k * n;
+        for (int64_t i = 0; i < n; ++i) hr[i] = pr[i];
+      }
+    }
+  }
+}
+
+// phik <- phi(x) in block layout, ph <- phi(x) (optional)
+template <typename S, int64_t A>
+inline __attribute__((always_inline)) void net_phi_body(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n,
+    const S* __restrict x, S* __restrict phik, S* __restrict ph) {
+  const int64_t N = K * n;
+  for (int64_t b = b0; b < b1; ++b)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t i = 0; i < n; ++i) {
+        const S p = act<S, A>(x[b * N + k * n + i]);
+        phik[(k * B + b) * n + i] = p;
+        if (ph != nullptr) ph[b * N + k * n + i] = p;
+      }
+}
+
+// g (B, N) holds g_next P^T on entry. g <- g + G + phi'(x) * q (q in block layout);
+// then gk (K,B,n) <- dt g, gu (B,N) <- dt g when those are given.
+template <typename S, int64_t A>
+inline __attribute__((always_inline)) void net_bwd_body(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n,
+    S* __restrict g, const S* __restrict G, const S* __restrict q, const S* __restrict x, S dt,
+    S* __restrict gk, S* __restrict gu) {
+  const int64_t N = K * n;
+  for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t o = b * N + k * n;
+      S* gr = g + o; const S* xr = x + o; const S* qr = q + (k * B + b) * n;
+      if (G != nullptr) {
+        const S* Gr = G + o;
+        for (int64_t i = 0; i < n; ++i) gr[i] = gr[i] + Gr[i] + qr[i] * dact<S, A>(xr[i]);
+      } else {
+        for (int64_t i = 0; i < n; ++i) gr[i] = gr[i] + qr[i] * dact<S, A>(xr[i]);
+      }
+      if (gk != nullptr) {
+        S* kr = gk + (k * B + b) * n; S* ur = gu + o;
+        for (int64_t i = 0; i < n; ++i) { const S v = dt * gr[i]; kr[i] = v; ur[i] = v; }
+      }
+    }
+  }
+}
+
+// gk (K,B,n) <- dt g, gu (B,N) <- dt g
+template <typename S>
+inline __attribute__((always_inline)) void net_scale_body(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n,
+    const S* __restrict g, S dt, S* __restrict gk, S* __restrict gu) {
+  const int64_t N = K * n;
+  for (int64_t b = b0; b < b1; ++b)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t i = 0; i < n; ++i) {
+        const S v = dt * g[b * N + k * n + i];
+        gk[(k * B + b) * n + i] = v;
+        gu[b * N + k * n + i] = v;
+      }
+}
+
+#define NET_KERNELS(A)                                                                             \
+  CLONES void net_fwd_f##A(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n, float* s,   \
+      const float* y, const float* u, int64_t F, const float* x, const float* w,                  \
+      const float* bias, float dt, float* pk, float* ph, float* acc) {                            \
+    net_fwd_body<float, A>(B, b0, b1, K, n, s, y, u, F, x, w, bias, dt, pk, ph, acc); }          \
+  void net_fwd_d##A(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n, double* s,         \
+      const double* y, const double* u, int64_t F, const double* x, const double* w,              \
+      const double* bias, double dt, double* pk, double* ph, double* acc) {                       \
+    net_fwd_body<double, A>(B, b0, b1, K, n, s, y, u, F, x, w, bias, dt, pk, ph, acc); }         \
+  CLONES void net_phi_f##A(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n,             \
+      const float* x, float* pk, float* ph) {                                                     \
+    net_phi_body<float, A>(B, b0, b1, K, n, x, pk, ph); }                                        \
+  void net_phi_d##A(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n, const double* x,   \
+      double* pk, double* ph) {                                                                   \
+    net_phi_body<double, A>(B, b0, b1, K, n, x, pk, ph); }                                       \
+  CLONES void net_bwd_f##A(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n, float* g,   \
+      const float* G, const float* q, const float* x, float dt, float* gk, float* gu) {           \
+    net_bwd_body<float, A>(B, b0, b1, K, n, g, G, q, x, dt, gk, gu); }                           \
+  void net_bwd_d##A(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n, double* g,         \
+      const double* G, const double* q, const double* x, double dt, double* gk, double* gu) {     \
+    net_bwd_body<double, A>(B, b0, b1, K, n, g, G, q, x, dt, gk, gu); }
+
+NET_KERNELS(0)
+NET_KERNELS(1)
+NET_KERNELS(2)
+NET_KERNELS(3)
+
+CLONES void net_scale_f(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n, const float* g, float dt, float* gk, float* gu) { net_scale_body<float>(B, b0, b1, K, n, g, dt, gk, gu); }
+void net_scale_d(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n, const double* g, double dt, double* gk, double* gu) { net_scale_body<double>(B, b0, b1, K, n, g, dt, gk, gu); }
+
+#define SWITCH_ACT(act, F, ...)                                     \
+  switch (act) {                                                    \
+    case 0: F##0(__VA_ARGS__); break;                               \
+    case 1: F##1(__VA_ARGS__); break;                               \
+    case 2: F##2(__VA_ARGS__); break;                               \
+    case 3: F##3(__VA_ARGS__); break;                               \
+    default: TORCH_CHECK(false, "stablernn engine: unknown activation code ", act); }
+
+// the network's elementwise passes over all batch rows, split across threads
+void net_fwd(int64_t a, int64_t B, int64_t K, int64_t n, float* s, const float* y, const float* u, int64_t F, const float* x, const float* w, const float* bias, double dt, float* pk, float* ph) {
+  over_rows<float>(B, K * n, [&](int64_t b0, int64_t b1, float* acc) { SWITCH_ACT(a, net_fwd_f, B, b0, b1, K, n, s, y, u, F, x, w, bias, float(dt), pk, ph, acc) }); }
+void net_fwd(int64_t a, int64_t B, int64_t K, int64_t n, double* s, const double* y, const double* u, int64_t F, const double* x, const double* w, const double* bias, double dt, double* pk, double* ph) {
+  over_rows<double>(B, K * n, [&](int64_t b0, int64_t b1, double* acc) { SWITCH_ACT(a, net_fwd_d, B, b0, b1, K, n, s, y, u, F, x, w, bias, dt, pk, ph, acc) }); }
+void net_phi(int64_t a, int64_t B, int64_t K, int64_t n, const float* x, float* pk, float* ph) {
+  over_rows<float>(B, K * n, [&](int64_t b0, int64_t b1, float*) { SWITCH_ACT(a, net_phi_f, B, b0, b1, K, n, x, pk, ph) }); }
+void net_phi(int64_t a, int64_t B, int64_t K, int64_t n, const double* x, double* pk, double* ph) {
+  over_rows<double>(B, K * n, [&](int64_t b0, int64_t b1, double*) { SWITCH_ACT(a, net_phi_d, B, b0, b1, K, n, x, pk, ph) }); }
+void net_bwd(int64_t a, int64_t B, int64_t K, int64_t n, float* g, const float* G, const float* q, const float* x, double dt, float* gk, float* gu) {
+  over_rows<float>(B, K * n, [&](int64_t b0, int64_t b1, float*) { SWITCH_ACT(a, net_bwd_f, B, b0, b1, K, n, g, G, q, x, float(dt), gk, gu) }); }
+void net_bwd(int64_t a, int64_t B, int64_t K, int64_t n, double* g, const double* G, const double* q, const double* x, double dt, double* gk, double* gu) {
+  over_rows<double>(B, K * n, [&](int64_t b0, int64_t b1, double*) { SWITCH_ACT(a, net_bwd_d, B, b0, b1, K, n, g, G, q, x, dt, gk, gu) }); }
+void net_scale(int64_t B, int64_t K, int64_t n, const float* g, double dt, float* gk, float* gu) {
+  over_rows<float>(B, K * n, [&](int64_t b0, int64_t b1, float*) { net_scale_f(B, b0, b1, K, n, g, float(dt), gk, gu); }); }
+void net_scale(int64_t B, int64_t K, int64_t n, const double* g, double dt, double* gk, double* gu) {
+  over_rows<double>(B, K * n, [&](int64_t b0, int64_t b1, double*) { net_scale_d(B, b0, b1, K, n, g, dt, gk, gu); }); }
+
+// inputs: projected (T,B,N) when win is empty, else raw (T,B,F) with win (N,F), bias (N) or empty.
+// x0 (B,N), Lt (N,N) = L^T, Wk (K,n,n) = stacked W_k^T.
+// Returns states (T,B,N) and, when store_phi, phi(X_prev) (T,B,N) for the block weight gradient.
+std::vector<Tensor> network_forward(Tensor inputs, Tensor win, Tensor bias, Tensor x0, Tensor Lt,
+                                    Tensor Wk, double dt, int64_t activation, bool store_phi) {
+  check_cpu(inputs, "inputs"); check_cpu(x0, "x0"); check_cpu(Lt, "feedback"); check_cpu(Wk, "blocks");
+  const bool fused = win.numel() > 0;
+  const int64_t T = inputs.size(0), B = inputs.size(1), N = x0.size(1);
+  const int64_t K = Wk.size(0), n = Wk.size(1), F = fused ? inputs.size(2) : 0;
+  TORCH_CHECK(K * n == N, "stablernn engine: blocks (", K, " x ", n, ") do not cover ", N, " units");
+  auto opts = inputs.options();
+  Tensor P = at::eye(N, opts).mul_(1.0 - dt).add_(Lt, dt);
+  Tensor winT = fused ? win.t().contiguous() : at::empty({0}, opts);
+  Tensor b = bias.contiguous();
+  auto states = pooled_empty({T, B, N}, opts);
+  auto ph = store_phi ? pooled_empty({T, B, N}, opts) : at::empty({0}, opts);
+  auto phik = at::empty({K, B, n}, opts);
+  auto yk = at::empty({K, B, n}, opts);
+  AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "network_forward", [&] {
+    net_phi(activation, B, K, n, x0.data_ptr<scalar_t>(), phik.data_ptr<scalar_t>(),
+            store_phi ? ph.data_ptr<scalar_t>() : nullptr);
+    const scalar_t* in = inputs.data_ptr<scalar_t>();
+    Tensor x = x0;
+    for (int64_t t = 0; t < T; ++t) {
+      Tensor st = states.select(0, t);
+      at::mm_out(st, x, P);
+      at::bmm_out(yk, phik, Wk);
+      scalar_t* next_ph = (store_phi && t + 1 < T) ? ph.select(0, t + 1).data_ptr<scalar_t>() : nullptr;
+      net_fwd(activation, B, K, n, st.data_ptr<scalar_t>(), yk.data_ptr<scalar_t>(),
+              fused ? nullptr : in + t * B * N, F, fused ? in + t * B * F : nullptr,
+              ptr_or_null<scalar_t>(winT), ptr_or_null<scalar_t>(b), dt,
+              phik.data_ptr<scalar_t>(), next_ph);
+      x = st;
+    }
+  });
+  return {states, ph};
+}
+
+// Returns grads of (inputs, win, bias, x0, Lt, Wk); empty tensors where not applicable.
+std::vector<Tensor> network_backward(Tensor G, Tensor states, Tensor inputs, Tensor win,
+                                     Tensor bias, Tensor x0, Tensor Lt, Tensor Wk, Tensor ph,
+                                     double dt, int64_t activation, bool need_blocks,
+                                     bool need_inputs) {
+  check_cpu(G, "grad"); check_cpu(states, "states");
+  const bool fused = win.numel() > 0;
+  const int64_t T = states.size(0), B = states.size(1), N = states.size(2);
+  const int64_t K = Wk.size(0), n = Wk.size(1);
+  auto opts = states.options();
+  Tensor PT = at::eye(N, opts).mul_(1.0 - dt).add_(Lt.t(), dt).contiguous();
+  Tensor WkT = Wk.transpose(1, 2).contiguous();  // the W_k themselves
+  auto GU = pooled_empty({T, B, N}, opts);
+  auto gk = at::empty({K, B, n}, opts);
+  auto qk = at::empty({K, B, n}, opts);
+  auto gcur = G.select(0, T - 1).clone();
+  auto gnext = at::empty({B, N}, opts);
+  const int64_t F = fused ? inputs.size(2) : 0;
+  InputGrads input_grads(fused ? N : 0, F, opts);
+  AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "network_backward", [&] {
+    const scalar_t* xin = fused ? inputs.data_ptr<scalar_t>() : nullptr;
+    net_scale(B, K, n, gcur.data_ptr<scalar_t>(), dt, gk.data_ptr<scalar_t>(),
+              GU.select(0, T - 1).data_ptr<scalar_t>());
+    if (fused) input_grads.add<scalar_t>(B, GU.select(0, T - 1).data_ptr<scalar_t>(), N, xin + (T - 1) * B * F);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      at::bmm_out(qk, gk, WkT);
+      at::mm_out(gnext, gcur, PT);
+      const scalar_t* xprev = (t > 0 ? states.select(0, t - 1) : x0).data_ptr<scalar_t>();
+      if (t > 0) {
+        net_bwd(activation, B, K, n, gnext.data_ptr<scalar_t>(),
+                G.select(0, t - 1).data_ptr<scalar_t>(), qk.data_ptr<scalar_t>(), xprev, dt,
+                gk.data_ptr<scalar_t>(), GU.select(0, t - 1).data_ptr<scalar_t>());
+        if (fused) input_grads.add<scalar_t>(B, GU.select(0, t - 1).data_ptr<scalar_t>(), N, xin + (t - 1) * B * F);
+      } else {
+        net_bwd(activation, B, K, n, gnext.data_ptr<scalar_t>(), (const scalar_t*)nullptr,
+                qk.data_ptr<scalar_t>(), xprev, dt, (scalar_t*)nullptr, (scalar_t*)nullptr);
+      }
+      std::swap(gcur, gnext);
+    }
+  });
+  Tensor grad_x0 = gcur;
+  Tensor grad_Lt = at::mm(x0.t(), GU.select(0, 0));
+  if (T > 1) {
+    grad_Lt.addmm_(states.narrow(0, 0, T - 1).reshape({(T - 1) * B, N}).t(),
+                   GU.narrow(0, 1, T - 1).reshape({(T - 1) * B, N}));
+  }
+  Tensor grad_Wk = at::empty({0}, opts);
+  if (need_blocks) {
+    // d(W_k^T) = phi(X_prev)_k^T GU_k: per block, strided views, no copies
+    grad_Wk = at::empty({K, n, n}, opts);
+    Tensor phv = ph.reshape({T * B, N});
+    Tensor guv = GU.reshape({T * B, N});
+    for (int64_t k = 0; k < K; ++k) {
+      Tensor out = grad_Wk.select(0, k);
+      at::mm_out(out, phv.narrow(1, k * n, n).t(), guv.narrow(1, k * n, n));
+    }
+  }
+  std::vector<Tensor> grads;
+  if (fused) {
+    grads = input_grads.finish(GU.reshape({T * B, N}), inputs, win, bias, need_inputs);
+  } else {
+    grads = {GU, at::empty({0}, opts), at::empty({0}, opts)};
+  }
+  grads.push_back(grad_x0);
+  grads.push_back(grad_Lt);
+  grads.push_back(grad_Wk);
+  return grads;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("lipschitz_forward", &lipschitz_forward);
+  m.def("lipschitz_backward", &lipschitz_backward);
+  m.def("network_forward", &network_forward);
+  m.def("network_backward", &network_backward);
+  m.def("empty_cache", &empty_cache);
+  m.def("set_cache_limit", &set_cache_limit);
+  m.def("cache_stats", &cache_stats);
+  m.def("set_parallel", &set_parallel);
+  m.def("tanh_float", [](Tensor x) {
+    TORCH_CHECK(x.scalar_type() == at::kFloat && x.is_contiguous() && x.device().is_cpu(),
+                "tanh_float: a contiguous float32 CPU tensor");
+    Tensor y = at::empty_like(x);
+    const float* a = x.data_ptr<float>(); float* b = y.data_ptr<float>();
+    for (int64_t i = 0; i < x.numel(); ++i) b[i] = tanh_fast(a[i]);
+    return y;
+  });
+}
+"""

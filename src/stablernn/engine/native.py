@@ -1,0 +1,158 @@
+"""The native (C++) kernels: compiled on first use, cached on disk, optional.
+
+:func:`load` compiles :data:`stablernn.engine._kernels.SOURCE` with
+``torch.utils.cpp_extension.load_inline`` the first time a process needs it (about 35-60 s on a
+2-core machine), into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, by default
+``~/.cache/torch_extensions``); later processes load the cached library in well under a second.
+The library's name carries a hash of the source and of the torch version, so a changed source or
+torch rebuilds instead of loading a stale binary.
+
+When no C++ compiler is found, compilation fails, or ``STABLERNN_ENGINE_NATIVE=0`` is set, the
+engine runs its pure-PyTorch path instead (same maths, same results to rounding) and says so once
+in the ``stablernn.engine`` log. :func:`backend_for` tells which path a given tensor takes.
+
+Environment:
+
+- ``STABLERNN_ENGINE_NATIVE=0``: never compile or load the native kernels.
+- ``STABLERNN_ENGINE_CACHE_MB`` (default 1024): how much freed memory the native kernels keep
+  for reuse (see :func:`empty_cache`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import threading
+from typing import Any, Iterator
+
+import torch
+
+from stablernn.engine._kernels import SOURCE
+
+log = logging.getLogger("stablernn.engine")
+
+BACKENDS = ("native", "python")
+_lock = threading.Lock()
+_state: dict[str, Any] = {"tried": False, "module": None, "reason": None, "forced": None}
+
+
+def _disabled_by_env() -> bool:
+    return os.environ.get("STABLERNN_ENGINE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
+
+
+def extension_name() -> str:
+    digest = hashlib.sha1((SOURCE + torch.__version__).encode()).hexdigest()[:12]
+    return f"stablernn_engine_{digest}"
+
+
+def _cache_limit_bytes() -> int:
+    text = os.environ.get("STABLERNN_ENGINE_CACHE_MB", "1024")
+    try:
+        return max(0, int(float(text) * 2**20))
+    except ValueError:
+        log.warning("STABLERNN_ENGINE_CACHE_MB=%r is not a number; using 1024", text)
+        return 1024 * 2**20
+
+
+def _build() -> tuple[Any, str | None]:
+    if _disabled_by_env():
+        return None, "disabled by STABLERNN_ENGINE_NATIVE=0"
+    if _compiler() is None:
+        return None, "no C++ compiler found (set CXX or install g++)"
+    try:
+        from torch.utils import cpp_extension
+
+        name = extension_name()
+        try:
+            build_dir = cpp_extension._get_build_directory(name, verbose=False)
+            cached = os.path.exists(os.path.join(build_dir, f"{name}.so"))
+        except Exception:  # a private helper: its absence only costs the log line below
+            build_dir, cached = None, True
+        if not cached:
+            log.warning("stablernn engine: compiling the native kernels (first use, about a "
+                        "minute; cached afterwards in %s)", build_dir)
+        module = cpp_extension.load_inline(name, cpp_sources=[SOURCE], extra_cflags=["-O3"],
+                                           verbose=False)
+    except Exception as error:  # any failure means: use the pure-PyTorch path
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return None, f"native kernels failed to build or load: {first_line}"
+    module.set_cache_limit(_cache_limit_bytes())
+    return module, None
+
+
+def load() -> Any:
+    """The compiled kernels module, or ``None`` when the pure-PyTorch path must be used.
+
+    Tried once per process; the outcome is logged once (``stablernn.engine``, INFO for native,
+    WARNING for the fallback with its reason)."""
+    if not _state["tried"]:
+        with _lock:
+            if not _state["tried"]:
+                module, reason = _build()
+                _state.update(module=module, reason=reason, tried=True)
+                if module is not None:
+                    log.info("stablernn engine: native C++ kernels loaded (%s)", extension_name())
+                else:
+                    log.warning("stablernn engine: using the pure-PyTorch path: %s", reason)
+    return _state["module"]
+
+
+def fallback_reason() -> str | None:
+    """Why the native kernels are not in use (``None`` when they are, or were never tried)."""
+    return _state["reason"]
+
+
+def set_backend(name: str | None) -> None:
+    """Force a backend for every later call: ``"native"`` (error if it cannot load),
+    ``"python"`` (the pure-PyTorch path), or ``None`` (automatic: native where it applies)."""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)} or None, got {name!r}")
+    if name == "native" and load() is None:
+        raise RuntimeError(f"the native engine is not available: {fallback_reason()}")
+    _state["forced"] = name
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None) -> Iterator[None]:
+    """``with use_backend("python"): ...`` runs the block on that backend, then restores."""
+    previous = _state["forced"]
+    set_backend(name)
+    try:
+        yield
+    finally:
+        _state["forced"] = previous
+
+
+def backend_for(*tensors: torch.Tensor) -> str:
+    """``"native"`` when the native kernels handle these tensors (CPU, float32/float64, kernels
+    available and not forced off), else ``"python"``."""
+    if _state["forced"] == "python":
+        return "python"
+    native_ok = all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
+                    for t in tensors)
+    if not native_ok:
+        return "python"
+    return "native" if load() is not None else "python"
+
+
+def empty_cache() -> None:
+    """Free the memory blocks the native kernels keep for reuse (no-op without them)."""
+    module = _state["module"]
+    if module is not None:
+        module.empty_cache()
+
+
+def cache_info() -> dict[str, int]:
+    """Bytes cached and the limit, hits and misses of the native kernels' memory cache."""
+    module = _state["module"]
+    if module is None:
+        return {"cached_bytes": 0, "limit_bytes": 0, "hits": 0, "misses": 0}
+    cached, limit, hits, misses = module.cache_stats()
+    return {"cached_bytes": cached, "limit_bytes": limit, "hits": hits, "misses": misses}

@@ -1,0 +1,194 @@
+"""Networks of rate subnetworks with feedback: the Euler recurrence of a whole sequence.
+
+Paper 000, eq. 5 with eq. 1 parts and tau = 1, K same-size blocks of n units (N = K n), in row
+form (states ``(B, N)``)::
+
+    x' = -x + blockdiag(W_k) phi(x) + L x + u
+    x_{t+1} = x_t + dt x' = x_t P + dt (blocks(phi(x_t)) + u_t),   P = (1 - dt) I + dt L^T
+
+with ``blocks(y)_k = y_k W_k^T``: a batched product over the blocks, never a dense
+block-diagonal matrix. The inputs are what ``AssemblyCell.prepare()`` builds: ``L^T``
+(``feedback_t``) and the stacked ``W_k^T`` (``(K, n, n)``), so autograd differentiates the
+feedback parameterization (B, the metric) and trained subnetworks (SVD parts, ...) upstream.
+
+Backward (BPTT): with ``gu_t = dt g_t``,
+``g_{t-1} = G_{t-1} + g_t P^T + phi'(x_{t-1}) * blocks^T(gu_t)``; after the loop
+``dL^T = X_prev^T GU`` and ``d(W_k^T) = phi(X_prev)_k^T GU_k`` (only when the blocks need a
+gradient), ``du = GU``.
+
+Memory: the forward stores the states (its output), plus ``phi(X_prev)`` when the blocks are
+trained; the backward adds ``GU`` (O(T B N) each).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from stablernn.engine import native
+
+ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "softplus": 3}
+
+
+def _phi(name: str, x: torch.Tensor) -> torch.Tensor:
+    if name == "relu":
+        return torch.relu(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "sigmoid":
+        return torch.sigmoid(x)
+    return F.softplus(x)
+
+
+def _phi_slope(name: str, x: torch.Tensor) -> torch.Tensor:
+    """``phi'(x)`` as torch's own backward formulas compute it."""
+    if name == "relu":
+        return (x > 0).to(x.dtype)
+    if name == "tanh":
+        y = torch.tanh(x)
+        return 1 - y * y
+    if name == "sigmoid":
+        y = torch.sigmoid(x)
+        return y * (1 - y)
+    return torch.where(x > 20, torch.ones_like(x), torch.sigmoid(x))
+
+
+def _transition(feedback_t: torch.Tensor, step_size: float) -> torch.Tensor:
+    eye = torch.eye(feedback_t.shape[0], dtype=feedback_t.dtype, device=feedback_t.device)
+    return eye.mul_(1.0 - step_size).add_(feedback_t, alpha=step_size)
+
+
+def _empty(like: torch.Tensor) -> torch.Tensor:
+    return like.new_empty(0)
+
+
+class _NativeNetworkEuler(torch.autograd.Function):
+    """Native kernels; ``inputs`` projected ``(T, B, N)`` or raw ``(T, B, F)`` with the input
+    layer's weight (and bias) applied inside the loop."""
+
+    @staticmethod
+    def forward(ctx, inputs, input_weight, input_bias, x0, feedback_t, blocks_t, step_size,
+                activation):
+        need_blocks = ctx.needs_input_grad[5]
+        weight = _empty(x0) if input_weight is None else input_weight
+        bias = _empty(x0) if input_bias is None else input_bias
+        states, phi = native.load().network_forward(inputs, weight, bias, x0, feedback_t,
+                                                    blocks_t, step_size, ACTIVATIONS[activation],
+                                                    need_blocks)
+        ctx.save_for_backward(states, inputs, weight, bias, x0, feedback_t, blocks_t, phi)
+        ctx.step_size, ctx.activation, ctx.need_blocks = step_size, activation, need_blocks
+        ctx.has_weight, ctx.has_bias = input_weight is not None, input_bias is not None
+        return states
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_states):
+        states, inputs, weight, bias, x0, feedback_t, blocks_t, phi = ctx.saved_tensors
+        (grad_inputs, grad_weight, grad_bias, grad_x0, grad_feedback,
+         grad_blocks) = native.load().network_backward(
+            grad_states.contiguous(), states, inputs, weight, bias, x0, feedback_t, blocks_t, phi,
+            ctx.step_size, ACTIVATIONS[ctx.activation], ctx.need_blocks, ctx.needs_input_grad[0])
+        return (grad_inputs if ctx.needs_input_grad[0] else None,
+                grad_weight if ctx.has_weight else None, grad_bias if ctx.has_bias else None,
+                grad_x0, grad_feedback, grad_blocks if ctx.need_blocks else None, None, None)
+
+
+def _python_forward(u, x0, feedback_t, blocks_t, step_size, activation, phi_store=None):
+    steps, batch, size = u.shape
+    count, block = blocks_t.shape[0], blocks_t.shape[1]
+    transition = _transition(feedback_t, step_size)
+    states = torch.empty_like(u)
+    x = x0
+    for t in range(steps):
+        phi = _phi(activation, x)
+        if phi_store is not None:
+            phi_store[t].copy_(phi)
+        mixed = torch.bmm(phi.view(batch, count, block).transpose(0, 1), blocks_t)
+        drive = mixed.transpose(0, 1).reshape(batch, size).add_(u[t])
+        torch.addmm(drive, x, transition, beta=step_size, out=states[t])
+        x = states[t]
+    return states
+
+
+class _PythonNetworkEuler(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, x0, feedback_t, blocks_t, step_size, activation):
+        need_blocks = ctx.needs_input_grad[3]
+        phi = torch.empty_like(u) if need_blocks else None
+        states = _python_forward(u, x0, feedback_t, blocks_t, step_size, activation, phi)
+        ctx.save_for_backward(states, x0, feedback_t, blocks_t, phi)
+        ctx.step_size, ctx.activation, ctx.need_blocks = step_size, activation, need_blocks
+        return states
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_states):
+        states, x0, feedback_t, blocks_t, phi = ctx.saved_tensors
+        dt, activation = ctx.step_size, ctx.activation
+        grad = grad_states.contiguous()
+        steps, batch, size = states.shape
+        count, block = blocks_t.shape[0], blocks_t.shape[1]
+        transition_t = _transition(feedback_t, dt).t()
+        blocks = blocks_t.transpose(1, 2)
+        scaled = torch.empty_like(states)  # dt * g_t: the input gradient
+        g = grad[steps - 1]
+        for t in range(steps - 1, -1, -1):
+            gu = torch.mul(g, dt, out=scaled[t])
+            back = torch.bmm(gu.view(batch, count, block).transpose(0, 1), blocks)
+            back = back.transpose(0, 1).reshape(batch, size)
+            previous = states[t - 1] if t > 0 else x0
+            back.mul_(_phi_slope(activation, previous))
+            g_prev = torch.mm(g, transition_t) if t == 0 else torch.addmm(grad[t - 1], g, transition_t)
+            g = g_prev.add_(back)
+        grad_x0 = g
+        grad_feedback = x0.t() @ scaled[0]
+        if steps > 1:
+            grad_feedback.addmm_(states[:-1].reshape(-1, size).t(), scaled[1:].reshape(-1, size))
+        grad_blocks = None
+        if ctx.need_blocks:
+            phi_blocks = phi.reshape(-1, count, block).permute(1, 2, 0)
+            grad_blocks = torch.bmm(phi_blocks, scaled.reshape(-1, count, block).transpose(0, 1))
+        return scaled, grad_x0, grad_feedback, grad_blocks, None, None
+
+
+def network_euler(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tensor,
+                  blocks_t: torch.Tensor, step_size: float, activation: str = "relu",
+                  input_weight: torch.Tensor | None = None,
+                  input_bias: torch.Tensor | None = None,
+                  backend: str | None = None) -> torch.Tensor:
+    """States ``(T, B, N)`` of K same-size rate subnetworks joined by feedback, Euler
+    (paper 000, eq. 5 with eq. 1 parts).
+
+    ``inputs``: ``U s_t + b`` for all steps ``(T, B, N)``, or the raw inputs ``(T, B, F)`` when
+    ``input_weight`` (``(N, F)``) and optionally ``input_bias`` are given (the native path then
+    applies the input layer inside the loop); ``x0``: ``(B, N)``; ``feedback_t``: ``L^T``
+    ``(N, N)``; ``blocks_t``: stacked ``W_k^T`` ``(K, n, n)`` with ``K n = N``; ``step_size``:
+    dt; ``activation``: one of relu, tanh, sigmoid, softplus. Differentiable in every tensor.
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+    inputs, x0 = inputs.contiguous(), x0.contiguous()
+    feedback_t, blocks_t = feedback_t.contiguous(), blocks_t.contiguous()
+    if blocks_t.shape[0] * blocks_t.shape[1] != x0.shape[-1]:
+        raise ValueError(f"blocks {tuple(blocks_t.shape)} do not cover {x0.shape[-1]} units")
+    tensors = [inputs, x0, feedback_t, blocks_t]
+    layer = [t.contiguous() for t in (input_weight, input_bias) if t is not None]
+    backend = backend or native.backend_for(*tensors, *layer)
+    step_size = float(step_size)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors + layer)
+    if backend == "native":
+        weight = None if input_weight is None else input_weight.contiguous()
+        bias = None if input_bias is None else input_bias.contiguous()
+        if needs_grad:
+            return _NativeNetworkEuler.apply(inputs, weight, bias, x0, feedback_t, blocks_t,
+                                             step_size, activation)
+        return native.load().network_forward(
+            inputs, _empty(x0) if weight is None else weight, _empty(x0) if bias is None else bias,
+            x0, feedback_t, blocks_t, step_size, ACTIVATIONS[activation], False)[0]
+    if input_weight is not None:
+        inputs = F.linear(inputs, input_weight, input_bias)
+    if needs_grad:
+        return _PythonNetworkEuler.apply(inputs, x0, feedback_t, blocks_t, step_size, activation)
+    with torch.no_grad():
+        return _python_forward(inputs, x0, feedback_t, blocks_t, step_size, activation)

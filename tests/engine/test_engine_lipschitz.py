@@ -1,0 +1,178 @@
+"""The engine against the plain loop for the Lipschitz RNN (paper 002, eq. 9): states and every
+gradient autograd computes on the loop, for both engine paths (native C++ and pure PyTorch)."""
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stablernn.engine import lipschitz_euler, native, run_lipschitz, use_backend
+from stablernn.models.lipschitz import LipschitzRNN
+
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def available(backend: str) -> str:
+    """The backend to test: native falls back to python where it cannot build (the build itself
+    is checked by test_engine_backends.py)."""
+    return backend if backend == "python" or native.load() is not None else "python"
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor, floor: float = 0.0) -> float:
+    """Largest deviation over the largest entry of ``expected`` (floored at ``floor``: a
+    gradient that is zero in exact arithmetic is compared with the scale of the others)."""
+    scale = max(expected.abs().max().item(), floor)
+    return (got - expected).abs().max().item() / (scale if scale > 0 else 1.0)
+
+
+def run_and_grad(layer, inputs, h0, weights):
+    """Output, h_n, and the gradients of a loss that reaches every state, of every parameter,
+    of the input and of h0."""
+    for parameter in layer.parameters():
+        parameter.grad = None
+    inputs = inputs.detach().requires_grad_(True)
+    h0 = h0.detach().requires_grad_(True)
+    output, last = layer(inputs, h0)
+    loss = (output * weights).sum() + (output ** 2).sum() + last.pow(3).sum()
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
+    grads["input"], grads["h0"] = inputs.grad.clone(), h0.grad.clone()
+    return output.detach(), last.detach(), grads
+
+
+def assert_matches(layer_engine, layer_loop, inputs, h0, dtype):
+    weights = torch.randn(inputs.shape[:2] + (layer_loop.hidden_size,), dtype=dtype)
+    out_e, last_e, grads_e = run_and_grad(layer_engine, inputs, h0, weights)
+    out_l, last_l, grads_l = run_and_grad(layer_loop, inputs, h0, weights)
+    tol = TOLERANCE[dtype]
+    assert relative_error(out_e, out_l) < tol
+    assert relative_error(last_e, last_l) < tol
+    assert set(grads_e) == set(grads_l)
+    floor = 1e-2 * max(g.abs().max().item() for g in grads_l.values())
+    for name in grads_l:
+        assert relative_error(grads_e[name], grads_l[name], floor) < tol, name
+
+
+def make_pair(input_size, hidden, step_size, alpha, dtype, seed, bias=True):
+    torch.manual_seed(seed)
+    loop = LipschitzRNN(input_size, hidden, step_size=step_size, alpha=alpha, bias=bias,
+                        engine="loop").to(dtype)
+    with torch.no_grad():  # away from the near -gamma I initialization
+        for parameter in loop.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter) / hidden ** 0.5)
+    engine = copy.deepcopy(loop)
+    engine.engine = "auto"
+    return engine, loop
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), steps=st.integers(1, 30), batch=st.integers(1, 5),
+       hidden=st.integers(1, 12), input_size=st.integers(1, 4),
+       step_size=st.floats(0.01, 0.5), alpha=st.floats(0.0, 1.5),
+       dtype=st.sampled_from([torch.float32, torch.float64]),
+       backend=st.sampled_from(["native", "python"]), bias=st.booleans())
+def test_engine_matches_loop_states_and_gradients(seed, steps, batch, hidden, input_size,
+                                                  step_size, alpha, dtype, backend, bias):
+    engine, loop = make_pair(input_size, hidden, step_size, alpha, dtype, seed, bias)
+    generator = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(steps, batch, input_size, generator=generator).to(dtype)
+    h0 = 0.5 * torch.randn(1, batch, hidden, generator=generator).to(dtype)
+    with use_backend(available(backend)):
+        assert_matches(engine, loop, inputs, h0, dtype)
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_long_sequence_float32(backend):
+    """T = 300 at the paper's width: the float32 gradients still agree to 1e-5."""
+    engine, loop = make_pair(1, 64, 0.03, 1.0, torch.float32, seed=4)
+    inputs = torch.randn(300, 8, 1)
+    with use_backend(available(backend)):
+        assert_matches(engine, loop, inputs, torch.zeros(1, 8, 64), torch.float32)
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_engine_matches_stepping_the_cell(backend):
+    """The layer on the engine equals ``cell(x_t, h)`` applied step by step (the cell keeps
+    stepping exactly as before)."""
+    engine, _ = make_pair(3, 10, 0.1, 1.0, torch.float64, seed=2)
+    inputs = torch.randn(25, 4, 3, dtype=torch.float64)
+    with use_backend(available(backend)), torch.no_grad():
+        output, _ = engine(inputs)
+        hidden = torch.zeros(4, 10, dtype=torch.float64)
+        for t in range(25):
+            hidden = engine.cell(inputs[t], hidden)
+            torch.testing.assert_close(output[t], hidden, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_forward_only_matches_loop(backend):
+    engine, loop = make_pair(2, 16, 0.05, 1.0, torch.float32, seed=5)
+    inputs = torch.randn(60, 7, 2)
+    with use_backend(available(backend)), torch.no_grad():
+        out_e, last_e = engine(inputs)
+        out_l, last_l = loop(inputs)
+    assert relative_error(out_e, out_l) < 1e-5 and relative_error(last_e, last_l) < 1e-5
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_layouts_batch_first_and_unbatched(batch_first):
+    engine, loop = make_pair(2, 6, 0.1, 1.0, torch.float64, seed=6)
+    engine.batch_first = loop.batch_first = batch_first
+    inputs = torch.randn(5, 9, 2, dtype=torch.float64)
+    torch.testing.assert_close(engine(inputs)[0], loop(inputs)[0], rtol=1e-12, atol=1e-12)
+    unbatched = torch.randn(9, 2, dtype=torch.float64)
+    torch.testing.assert_close(engine(unbatched)[0], loop(unbatched)[0], rtol=1e-12, atol=1e-12)
+
+
+def test_rk2_runs_the_loop():
+    layer = LipschitzRNN(2, 5, method="rk2")
+    assert run_lipschitz(layer.cell, torch.randn(3, 2, 2), torch.zeros(2, 5)) is None
+    loop = copy.deepcopy(layer)
+    loop.engine = "loop"
+    inputs = torch.randn(4, 3, 2)
+    torch.testing.assert_close(layer(inputs)[0], loop(inputs)[0], rtol=0, atol=0)
+
+
+def test_engine_argument_is_checked():
+    with pytest.raises(ValueError, match="engine"):
+        LipschitzRNN(1, 4, engine="fast")
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_gradcheck(backend, fused):
+    """Finite differences in float64 on the Function itself: projected inputs, or raw inputs
+    with the input layer (weight, bias) applied inside the loop."""
+    generator = torch.Generator().manual_seed(0)
+
+    def make(*shape, scale=1.0):
+        tensor = scale * torch.randn(*shape, generator=generator, dtype=torch.float64)
+        return tensor.requires_grad_(True)
+
+    h0 = make(3, 4)
+    transition = (torch.eye(4, dtype=torch.float64) + 0.1 * make(4, 4)).detach().requires_grad_(True)
+    recurrent = make(4, 4, scale=0.5)
+    if fused:
+        args = (make(6, 3, 2), h0, transition, recurrent, make(4, 2), make(4))
+        function = (lambda u, h, p, w, weight, bias: lipschitz_euler(
+            u, h, p, w, 0.2, input_weight=weight, input_bias=bias, backend=backend))
+    else:
+        args = (make(6, 3, 4), h0, transition, recurrent)
+        function = lambda *a: lipschitz_euler(*a, 0.2, backend=backend)  # noqa: E731
+    with use_backend(available(backend)):
+        assert torch.autograd.gradcheck(function, args)
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_wide_inputs_projected_before_the_loop(backend):
+    """Inputs wider than MAX_FUSED_INPUT are projected by one matmul before the loop (the
+    narrow ones, as in every test above, run the input layer inside the native loop)."""
+    from stablernn.engine.dispatch import MAX_FUSED_INPUT
+
+    engine, loop = make_pair(MAX_FUSED_INPUT + 8, 12, 0.1, 1.0, torch.float64, seed=7)
+    inputs = torch.randn(10, 3, MAX_FUSED_INPUT + 8, dtype=torch.float64)
+    with use_backend(available(backend)):
+        assert_matches(engine, loop, inputs, torch.zeros(1, 3, 12, dtype=torch.float64),
+                       torch.float64)
