@@ -156,6 +156,87 @@ def _certify(args: argparse.Namespace) -> int:
     return 0 if certificate.contracting else 1
 
 
+def _add_analyze_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "analyze", help="Hessian, noise and adversarial robustness of a trained classifier",
+        description="Paper 002 section 7 on a run's model: top Hessian eigenvalue, trace and "
+                    "condition number; accuracy under white and salt-and-pepper noise; PGD and "
+                    "DeepFool. Writes analysis.json and analysis_noise.png into RUN_DIR.")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--samples", type=int, default=500, help="test samples (500)")
+    parser.add_argument("--hessian-samples", type=int, default=500,
+                        help="training samples of the Hessian's loss (500)")
+    parser.add_argument("--top-k", type=int, default=1, help="top Hessian eigenvalues (1)")
+    parser.add_argument("--trace-samples", type=int, default=50, help="Hutchinson vectors (50)")
+    parser.add_argument("--pgd-epsilon", type=float, default=0.05, help="PGD l_inf radius (0.05)")
+    parser.add_argument("--attack-steps", type=int, default=7, help="attack iterations (7)")
+    parser.add_argument("--no-hessian", action="store_true")
+    parser.add_argument("--no-attacks", action="store_true")
+    parser.add_argument("--no-plots", action="store_true")
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from stablernn.experiments.analyze import AnalysisSettings, analyze_run
+
+    settings = AnalysisSettings(
+        samples=args.samples, hessian_samples=args.hessian_samples, hessian_top_k=args.top_k,
+        trace_samples=args.trace_samples, pgd_epsilon=args.pgd_epsilon,
+        attack_steps=args.attack_steps, hessian=not args.no_hessian, attacks=not args.no_attacks)
+    result = analyze_run(args.run_dir, args.checkpoint, settings, plots=not args.no_plots)
+    summary = {key: result[key] for key in ("clean_accuracy", "hessian", "attacks") if key in result}
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.run_dir}/analysis.json")
+    return 0
+
+
+def _add_reproduce_parser(subparsers) -> None:
+    from stablernn.experiments.reproduce import CLAIMS, SCALES
+
+    parser = subparsers.add_parser(
+        "reproduce", help="rerun the papers' claims and write report.md",
+        description="Train and analyse what each claim needs (Hessian, noise, attacks, the "
+                    "alpha and beta ablations, modules, modularity, sparsity, feedback), then "
+                    "write a report with the paper's statement, the measured table and plot, "
+                    "and whether the direction agrees. Rerunning continues where it stopped.")
+    parser.add_argument("--out", required=True, help="directory for the runs and the report")
+    parser.add_argument("--scale", choices=list(SCALES), default="reduced",
+                        help="quick (tests), reduced (default, ~30 min on 2 CPUs), full (GPU)")
+    parser.add_argument("--quick", action="store_const", const="quick", dest="scale",
+                        help="same as --scale quick")
+    parser.add_argument("--claims", help=f"comma-separated subset of: {', '.join(CLAIMS)}")
+    parser.add_argument("--report", help="where report.md goes (default OUT/report.md)")
+    parser.add_argument("--data-dir", help="MNIST IDX files, for --scale full")
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from stablernn.experiments.reproduce import reproduce
+
+    claims = [name.strip() for name in args.claims.split(",")] if args.claims else None
+    command = "stablernn " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["reproduce"] else \
+        "stablernn reproduce"
+    report = reproduce(args.out, args.scale, claims, args.report, args.data_dir, command)
+    print(f"wrote {report}")
+    return 0
+
+
+def _add_bench_parser(subparsers) -> None:
+    from stablernn.experiments.benchmark import add_arguments
+
+    parser = subparsers.add_parser(
+        "bench", help="side-by-side speed benchmark of the recurrence engine",
+        description="Time a training step and a forward pass of the Lipschitz RNN and the Sparse "
+                    "Combo Net: GEMM peak and FLOP bound, torch.nn.LSTM, a plain eager loop and "
+                    "stablernn's engine, in one process (needs a source checkout).")
+    add_arguments(parser)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from stablernn.experiments.benchmark import run_benchmark
+
+    return run_benchmark(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablernn", description="Provably stable recurrent neural networks.")
@@ -164,10 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_parser(subparsers)
     _add_sweep_parser(subparsers)
     _add_certify_parser(subparsers)
+    _add_analyze_parser(subparsers)
+    _add_reproduce_parser(subparsers)
+    _add_bench_parser(subparsers)
     return parser
 
 
-COMMANDS = {"train": _train, "eval": _eval, "sweep": _sweep, "certify": _certify}
+COMMANDS = {"train": _train, "eval": _eval, "sweep": _sweep, "certify": _certify,
+            "analyze": _analyze, "reproduce": _reproduce, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> int:

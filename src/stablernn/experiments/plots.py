@@ -94,3 +94,37 @@ def plot_training(history: list[dict], path: str | Path) -> Path:
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=8)
     return _save(plt, figure, path)
+
+
+def plot_curves(panels: dict[str, dict[str, tuple]], xlabel: dict[str, str] | str, ylabel: str,
+                path: str | Path, log_x: bool = False) -> Path:
+    """One panel per entry of ``panels``: ``{title: {label: (x, mean, spread or None)}}``, each
+    curve with a band of +- spread (e.g. the standard deviation over seeds)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for axis, (title, curves) in zip(axes[0], panels.items()):
+        for label, (x, mean, spread) in curves.items():
+            x, mean = np.asarray(x, dtype=float), np.asarray(mean, dtype=float)
+            axis.plot(x, mean, "o-", label=label, markersize=4)
+            if spread is not None:
+                spread = np.asarray(spread, dtype=float)
+                axis.fill_between(x, mean - spread, mean + spread, alpha=0.2)
+        if log_x:
+            axis.set_xscale("log")
+        axis.set_title(title)
+        axis.set_xlabel(xlabel if isinstance(xlabel, str) else xlabel[title])
+        axis.set_ylabel(ylabel)
+        axis.legend(fontsize=8)
+    return _save(plt, figure, path)
+
+
+def plot_noise_curves(noise: dict[str, dict[str, list[dict]]], path: str | Path) -> Path:
+    """Accuracy against noise level (paper 002, figure 2): ``{model: {kind: [{level,
+    accuracy}]}}`` as :func:`stablernn.analysis.noise_curve` returns them."""
+    kinds = list(next(iter(noise.values())))
+    panels = {kind: {model: ([row["level"] for row in curves[kind]],
+                             [row["accuracy"] for row in curves[kind]], None)
+                     for model, curves in noise.items()} for kind in kinds}
+    labels = {"white": "noise standard deviation", "salt-and-pepper": "fraction of inputs flipped"}
+    return plot_curves(panels, {kind: labels.get(kind, "level") for kind in kinds},
+                       "test accuracy", path)

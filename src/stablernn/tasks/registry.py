@@ -3,8 +3,8 @@
 =================  ==========================================================================
 name               options (defaults)
 =================  ==========================================================================
-digits, pdigits    split_seed (1234), permutation_seed (12008)
-mnist5k, pmnist5k  split_seed (1234), permutation_seed (12008)
+digits, pdigits    split_seed (1234), permutation_seed (12008), pixels_per_step (1)
+mnist5k, pmnist5k  split_seed (1234), permutation_seed (12008), pixels_per_step (1)
 smnist, psmnist    data_dir, validation (2000), split_seed (1234), permutation_seed (12008)
 scifar10           data_dir, validation (5000), split_seed (1234)
 noise-cifar10      data_dir, length (1000), noise_std (1.0), noise_seed (0), validation (5000),
