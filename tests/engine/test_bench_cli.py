@@ -1,0 +1,25 @@
+"""stablernn bench: runs side by side, writes every number, and its implementations agree."""
+
+import json
+
+from stablernn.cli import main
+
+
+def test_bench_runs_small_and_reports_ratios_and_agreement(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--steps", "6", "--batch", "3", "--hidden", "8", "--subnetworks", "2",
+                 "--subnetwork-size", "4", "--density", "0.3", "--repeats", "2", "--no-memory",
+                 "--quiet", "--json", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "FLOP bound" in printed and "| target | measured | required |" in printed
+    result = json.loads(path.read_text())
+    for model in ("lipschitz", "combo"):
+        implementations = result[model]["implementations"]
+        assert "engine" in implementations
+        assert any(name.startswith("plain eager loop") for name in implementations)
+        for name, figures in implementations.items():
+            assert len(figures["train_times"]) == 2 and min(figures["train_times"]) > 0
+            if figures["max_state_deviation"] is not None:  # same model, same weights
+                assert figures["max_state_deviation"] < 1e-5, name
+        assert all(target["measured"] > 0 for target in result[model]["targets"])
+    assert result["engine_path"]

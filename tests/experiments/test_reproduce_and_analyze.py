@@ -1,0 +1,100 @@
+"""stablernn analyze and stablernn reproduce: files written, every section, reuse, bad input."""
+
+import json
+
+import pytest
+
+from stablernn.cli import main
+from stablernn.experiments.reproduce import CLAIMS, SCALES, separated, spread
+
+TINY = ["--epochs", "1", "--max-train-samples", "64", "--max-eval-samples", "32", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    assert main(["reproduce", "--quick", "--out", str(out)]) == 0
+    return out
+
+
+def test_quick_reproduce_writes_every_section_with_tables_and_figures(quick_report):
+    report = (quick_report / "report.md").read_text()
+    claims = json.loads((quick_report / "claims.json").read_text())
+    assert set(claims) == set(CLAIMS)
+    for name in CLAIMS:
+        assert claims[name]["checks"], f"claim {name} has no check"
+        assert claims[name]["verdict"] == "not tested (quick mode)"
+    sections = [line for line in report.splitlines() if line.startswith("## ")]
+    assert len(sections) == len(CLAIMS) + 1  # + the summary
+    assert "no claim is tested" in report and "| claim | verdict |" in report
+    for figure in ("noise", "alpha", "beta", "modules", "modularity", "sparsity"):
+        assert (quick_report / "report-figures" / f"{figure}.png").stat().st_size > 1000
+        assert f"report-figures/{figure}.png" in report
+    analysis = json.loads(next((quick_report / "runs" / "section7").glob("lipschitz-*"))
+                          .joinpath("analysis.json").read_text())
+    assert analysis["hessian"]["top_eigenvalues"] and analysis["attacks"]["pgd"]["samples"] > 0
+
+
+def test_rerunning_reuses_finished_runs(quick_report):
+    results = sorted((quick_report / "runs").rglob("results.json"))
+    stamps = [path.stat().st_mtime_ns for path in results]
+    assert main(["reproduce", "--quick", "--out", str(quick_report),
+                 "--claims", "alpha,feedback"]) == 0
+    assert [path.stat().st_mtime_ns for path in results] == stamps
+    report = (quick_report / "report.md").read_text()
+    assert "alpha" in report and "Hessian" not in report
+
+
+def test_bad_claims_and_scales_are_refused(tmp_path, capsys):
+    assert main(["reproduce", "--out", str(tmp_path), "--claims", "hessian,flatness"]) == 2
+    assert "unknown claim(s) 'flatness'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--out", str(tmp_path), "--scale", "huge"])
+
+
+def test_verdicts_compare_means_against_the_seed_spread():
+    high, low = spread([0.9, 0.92, 0.91]), spread([0.5, 0.52, 0.51])
+    assert separated(high, low) == "agrees" and separated(low, high) == "disagrees"
+    close = spread([0.5, 0.7, 0.6])
+    assert separated(spread([0.62, 0.64, 0.63]), close) == "agrees within the seed spread"
+    assert separated(low, high, higher=False) == "agrees"
+    assert all(scale.seeds >= 1 and scale.epochs >= 1 for scale in SCALES.values())
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "lipschitz"
+    assert main(["train", *TINY, "--hidden-size", "8", "--run-dir", str(run)]) == 0
+    return run
+
+
+def test_analyze_writes_json_and_plot(trained_run, capsys):
+    assert main(["analyze", str(trained_run), "--samples", "32", "--hessian-samples", "16",
+                 "--trace-samples", "4", "--attack-steps", "2"]) == 0
+    result = json.loads((trained_run / "analysis.json").read_text())
+    assert result["model"] == "lipschitz" and result["samples"] == 32
+    hessian = result["hessian"]
+    assert hessian["top_eigenvalues"][0] >= hessian["min_eigenvalue"]
+    assert all(name.startswith("rnn.") for name in hessian["parameters"])
+    assert [row["level"] for row in result["noise"]["white"]][0] == 0.0
+    assert result["noise"]["white"][0]["accuracy"] == pytest.approx(result["clean_accuracy"])
+    assert set(result["attacks"]) == {"pgd", "deepfool-l2", "deepfool-linf"}
+    assert result["attacks"]["pgd"]["max_perturbation"] <= 0.05 + 1e-6
+    assert (trained_run / "analysis_noise.png").stat().st_size > 1000
+    assert "analysis.json" in capsys.readouterr().out
+
+
+def test_analyze_refuses_bad_input(trained_run, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["analyze", str(empty)]) == 2
+    assert "not a stablernn run directory" in capsys.readouterr().err
+    (trained_run / "best.pt").rename(tmp_path / "best.pt")
+    try:
+        assert main(["analyze", str(trained_run)]) == 2
+        assert "has no best.pt" in capsys.readouterr().err
+    finally:
+        (tmp_path / "best.pt").rename(trained_run / "best.pt")
+    assert main(["analyze", str(trained_run), "--pgd-epsilon", "3"]) == 2
+    assert "pgd_epsilon must be in (0, 1]" in capsys.readouterr().err
+    assert main(["analyze", str(tmp_path / "nowhere")]) == 2
