@@ -117,6 +117,8 @@ def _add_sweep_parser(subparsers) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="a config key and its values, e.g. model_options.density=0.01,0.033")
+    parser.add_argument("--grid-file", help="a sweep definition (TOML: config and [grid]), e.g. "
+                                            "configs/ablations/lipschitz-alpha-smnist.toml")
     parser.add_argument("--sweep-dir", required=True, help="where the trials and summary go")
     parser.add_argument("--address", help="an existing Ray cluster (default: start a local Ray)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -124,12 +126,15 @@ def _add_sweep_parser(subparsers) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from stablernn.experiments.sweeps import parse_grid, run_sweep
+    from stablernn.experiments.sweeps import load_sweep_file, parse_grid, run_sweep
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    config = TrainConfig.load(args.config) if args.config else TrainConfig()
-    run_sweep(config, args.sweep_dir, list(range(args.seeds)), parse_grid(args.grid),
+    config, grid = load_sweep_file(args.grid_file) if args.grid_file else (TrainConfig(), {})
+    if args.config:
+        config = TrainConfig.load(args.config)
+    grid.update(parse_grid(args.grid))
+    run_sweep(config, args.sweep_dir, list(range(args.seeds)), grid,
               address=args.address, cpus_per_trial=args.cpus_per_trial,
               gpus_per_trial=args.gpus_per_trial)
     return 0

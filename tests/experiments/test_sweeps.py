@@ -52,3 +52,32 @@ def test_two_trial_local_ray_sweep(tmp_path):
         assert float(trial["test_accuracy"]) == pytest.approx(results["test_accuracy"])
     summary = (sweep_dir / "summary.md").read_text()
     assert "(2)" in summary
+
+
+def test_sweep_files_tie_keys_and_every_ablation_file_plans(tmp_path):
+    from pathlib import Path
+
+    from stablernn.experiments.sweeps import load_sweep_file
+
+    ablations = Path(__file__).resolve().parents[2] / "configs" / "ablations"
+    files = sorted(ablations.glob("*.toml"))
+    assert len(files) >= 8
+    for path in files:
+        config, grid = load_sweep_file(path)
+        trials = plan(config, grid, [0, 1])
+        assert len(trials) == 2 * len(next(iter(grid.values())))
+    config, grid = load_sweep_file(ablations / "sparse-combo-modules.toml")
+    setting = apply_setting(config, plan(config, grid, [0])[2]["setting"])
+    assert setting.hidden_size == 128 and setting.model_options["num_subnetworks"] == 4
+    config, grid = load_sweep_file(ablations / "lipschitz-beta-smnist.toml")
+    tied = apply_setting(config, plan(config, grid, [0])[0]["setting"]).model_options
+    assert tied["beta_a"] == tied["beta_w"] == 0.5
+    with pytest.raises(ValueError, match="ties 2 keys"):
+        apply_setting(config, {"model_options.beta_a,model_options.beta_w": 0.5})
+    bad = tmp_path / "bad.toml"
+    bad.write_text('config = "x.toml"\nseeds = 3\n')
+    with pytest.raises(ValueError, match="unknown key"):
+        load_sweep_file(bad)
+    bad.write_text("[grid]\n")
+    with pytest.raises(ValueError, match=r"needs a \[grid\] table"):
+        load_sweep_file(bad)

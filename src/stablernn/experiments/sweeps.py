@@ -13,7 +13,7 @@ import itertools
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from stablernn.experiments.config import TrainConfig
 
@@ -31,6 +31,32 @@ def parse_grid(entries: list[str]) -> dict[str, list[Any]]:
     return grid
 
 
+def load_sweep_file(path: str | Path) -> tuple[TrainConfig, dict[str, list[Any]]]:
+    """A sweep definition: a TOML file with ``config`` (a config file, relative to this file)
+    and a ``[grid]`` table of ``"KEY" = [values]`` (dotted keys as ``--grid`` takes them)."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"sweep file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"sweep file {path} is not valid TOML: {error}") from None
+    unknown = set(values) - {"config", "grid", "description"}
+    if unknown:
+        raise ValueError(f"sweep file {path}: unknown key(s) {sorted(unknown)}; expected config, "
+                         "grid and description")
+    grid = values.get("grid")
+    if not isinstance(grid, dict) or not grid or not all(
+            isinstance(v, list) and v for v in grid.values()):
+        raise ValueError(f"sweep file {path} needs a [grid] table of KEY = [V1, V2, ...], got "
+                         f"{grid!r}")
+    config = TrainConfig.load(path.parent / values["config"]) if "config" in values \
+        else TrainConfig()
+    return config, grid
+
+
 def _value(text: str) -> Any:
     try:
         return json.loads(text)
@@ -38,10 +64,24 @@ def _value(text: str) -> Any:
         return text
 
 
+def _single_settings(setting: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    """Tied keys (``"KEY1,KEY2" = [V1, V2]``, for values that must change together, such as
+    ``hidden_size`` with ``model_options.num_subnetworks``) as single (key, value) pairs."""
+    for key, value in setting.items():
+        keys = key.split(",")
+        if len(keys) == 1:
+            yield key, value
+        elif not isinstance(value, list) or len(value) != len(keys):
+            raise ValueError(f"grid key {key!r} ties {len(keys)} keys: each of its values must be "
+                             f"a list of {len(keys)} values, got {value!r}")
+        else:
+            yield from zip(keys, value)
+
+
 def apply_setting(config: TrainConfig, setting: dict[str, Any]) -> TrainConfig:
     """A copy of ``config`` with dotted keys (``model_options.density``) set; validated."""
     values = config.to_dict()
-    for key, value in setting.items():
+    for key, value in _single_settings(setting):
         head, _, tail = key.partition(".")
         if tail:
             if head not in ("model_options", "task_options"):
@@ -65,7 +105,7 @@ def plan(config: TrainConfig, grid: dict[str, list[Any]], seeds: list[int]) -> l
 
 
 def _trial_name(setting: dict[str, Any], seed: int) -> str:
-    parts = [f"{key.split('.')[-1]}={value}" for key, value in setting.items()]
+    parts = [f"{key.split('.')[-1]}={value}" for key, value in _single_settings(setting)]
     return "-".join([*parts, f"seed{seed}"]).replace("/", "_")
 
 
