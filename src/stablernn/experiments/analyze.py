@@ -45,6 +45,7 @@ class AnalysisSettings:
     hessian_samples: int = 500  # training samples the Hessian's loss averages over
     hessian_top_k: int = 1
     trace_samples: int = 50  # Hutchinson vectors
+    hessian_tol: float = 1e-4  # Lanczos relative accuracy of the extreme eigenvalues
     white_noise_levels: Sequence[float] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
     salt_and_pepper_levels: Sequence[float] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25)
     pgd_epsilon: float = 0.05
@@ -59,11 +60,10 @@ class AnalysisSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"analysis setting {name} must be an integer >= 1, got {value!r}")
-        for name in ("pgd_epsilon", "pgd_step_size"):
+        for name in ("pgd_epsilon", "pgd_step_size", "hessian_tol"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise ValueError(f"analysis setting {name} must be in (0, 1] (inputs are "
-                                 f"scaled to [0, 1]), got {value!r}")
+                raise ValueError(f"analysis setting {name} must be in (0, 1], got {value!r}")
         for name, upper in (("white_noise_levels", math.inf), ("salt_and_pepper_levels", 1.0)):
             levels = list(getattr(self, name))
             if not levels or any(not 0 <= level <= upper for level in levels):
@@ -92,7 +92,8 @@ def analyze_model(model: nn.Module, train_data, test_data,
         named = recurrent_parameters(model)
         spectrum = hessian_spectrum(  # the closure runs the plain loop: twice differentiable
             loss_closure(model, train_inputs, train_targets), [p for _, p in named],
-            top_k=settings.hessian_top_k, trace_samples=settings.trace_samples, seed=settings.seed)
+            top_k=settings.hessian_top_k, trace_samples=settings.trace_samples,
+            tol=settings.hessian_tol, seed=settings.seed)
         result["hessian"] = {**spectrum.to_dict(), "parameters": [name for name, _ in named]}
     result["noise"] = {
         "white": noise_curve(model, inputs, targets, "white", settings.white_noise_levels,

@@ -84,7 +84,8 @@ SCALES: dict[str, Scale] = {
         modularity=((1, 128), (4, 32), (16, 8), (32, 4)), densities=(0.01, 0.033, 0.1, 0.265),
         combo_shape=(8, 32), alphas=(0.0, 0.4, 0.8, 1.2, 1.6, 2.0),
         betas=(0.5, 0.65, 0.75, 0.85, 1.0),
-        analysis=AnalysisSettings(samples=500, hessian_samples=256, trace_samples=30)),
+        analysis=AnalysisSettings(samples=500, hessian_samples=128, trace_samples=30,
+                                  hessian_tol=1e-3)),
     "full": Scale(
         name="full", seeds=4, epochs=150, lr_decay_epochs=(90, 140), lipschitz_task="smnist",
         lipschitz_permuted_task="psmnist", lipschitz_task_options={}, hidden_size=128,
