@@ -116,6 +116,21 @@ class Runner:
     def __init__(self, out: Path, scale: Scale, data_dir: str | None, log: Callable[[str], None]):
         self.out, self.scale, self.data_dir, self.log = out, scale, data_dir, log
         self._tasks: dict[str, Any] = {}
+        self.used: set[Path] = set()  # run directories the report draws on
+
+    def compute_seconds(self) -> tuple[float, float]:
+        """Training and analysis seconds of the runs used (however many invocations ran them)."""
+        training = analysis = 0.0
+        for run_dir in self.used:
+            if not (run_dir / runs.RESULTS_FILE).is_file():  # a run that could not be built
+                continue
+            training += json.loads((run_dir / runs.RESULTS_FILE).read_text())["train_seconds"]
+            if (run_dir / "analysis.json").is_file():
+                analysis += json.loads((run_dir / "analysis.json").read_text()).get("seconds", 0.0)
+        return training, analysis
+
+    def used_runs(self) -> int:
+        return sum((run_dir / runs.RESULTS_FILE).is_file() for run_dir in self.used)
 
     def config(self, model: str, task: str, task_options: dict, hidden_size: int, seed: int,
                **overrides: Any) -> TrainConfig:
@@ -134,6 +149,7 @@ class Runner:
     def run(self, name: str, config: TrainConfig) -> dict[str, Any]:
         """Test figures of the run ``OUT/runs/name`` (training it if needed)."""
         run_dir = self.out / "runs" / name
+        self.used.add(run_dir)
         results = run_dir / runs.RESULTS_FILE
         same = (run_dir / runs.CONFIG_FILE).is_file() and \
             runs.read_run_config(run_dir).to_dict() == config.resolved().to_dict()
@@ -156,7 +172,9 @@ class Runner:
         config, model = load_model(run_dir)
         task = self.task(config)
         self.log(f"analysing {run_dir}")
+        started = time.perf_counter()
         result = analyze_model(model, task.train, task.test, self.scale.analysis)
+        result["seconds"] = time.perf_counter() - started
         cached.write_text(json.dumps(result, indent=2) + "\n")
         return result
 
@@ -591,9 +609,13 @@ LIMITS = {
 
 
 def write_report(sections: list[Section], path: Path, scale: Scale, command: str,
-                 figures_dir: str, seconds: float) -> Path:
+                 figures_dir: str, seconds: float, compute: tuple[float, float, int]) -> Path:
+    training, analysis, count = compute
     lines = ["# Reproduction of the papers' claims", "",
-             f"Written by `{command}` in {seconds / 60:.1f} minutes.", "",
+             f"Written by `{command}`; this invocation took {seconds / 60:.1f} minutes. The "
+             f"{count} training runs it draws on took {training / 60:.1f} minutes of training and "
+             f"their analyses {analysis / 60:.1f} minutes, whichever invocation ran them (runs "
+             "already finished are reused).", "",
              LIMITS[scale.name].format(epochs=scale.epochs, seeds=scale.seeds), "",
              "Each check compares means over seeds: *agrees* when the gap exceeds the larger "
              "standard deviation over seeds, *agrees within the seed spread* when only the "
@@ -647,8 +669,9 @@ def reproduce(out: str | Path, scale: str = "reduced", claims: Sequence[str] | N
     (out / "claims.json").write_text(json.dumps(
         {s.claim: {"verdict": s.verdict, "checks": s.checks, "data": s.data} for s in sections},
         indent=2, default=str) + "\n")
+    training, analysis = runner.compute_seconds()
     return write_report(sections, report, SCALES[scale], command, figures.name,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started, (training, analysis, runner.used_runs()))
 
 
 __all__ = ["CLAIMS", "SCALES", "Scale", "Section", "combo_density", "combo_magnitude",
