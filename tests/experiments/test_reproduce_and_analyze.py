@@ -76,7 +76,7 @@ def test_analyze_writes_json_and_plot(trained_run, capsys):
     hessian = result["hessian"]
     assert hessian["top_eigenvalues"][0] >= hessian["min_eigenvalue"]
     assert all(name.startswith("rnn.") for name in hessian["parameters"])
-    assert [row["level"] for row in result["noise"]["white"]][0] == 0.0
+    assert result["noise"]["white"][0]["level"] == 0.0
     assert result["noise"]["white"][0]["accuracy"] == pytest.approx(result["clean_accuracy"])
     assert set(result["attacks"]) == {"pgd", "deepfool-l2", "deepfool-linf"}
     assert result["attacks"]["pgd"]["max_perturbation"] <= 0.05 + 1e-6

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from itertools import pairwise
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -486,10 +487,10 @@ def claim_modules(runner: Runner, figures: Path) -> Section:
                            [[k, fmt(s, percent=True)] for k, s in stats.items()])
     means = [stats[k]["mean"] for k in counts]
     section.checks.append(("accuracy grows with the number of modules (means, in order)",
-                           "agrees" if all(b >= a for a, b in zip(means, means[1:]))
+                           "agrees" if all(b >= a for a, b in pairwise(means))
                            else "disagrees"))
     if len(counts) > 2:
-        jumps = [b - a for a, b in zip(means, means[1:])]
+        jumps = [b - a for a, b in pairwise(means)]
         section.checks.append(("the largest jump is from one to two modules",
                                "agrees" if max(range(len(jumps)), key=jumps.__getitem__) == 0
                                else "disagrees"))

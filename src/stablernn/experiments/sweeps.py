@@ -12,8 +12,9 @@ import csv
 import itertools
 import json
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from stablernn.experiments.config import TrainConfig
 
