@@ -344,6 +344,13 @@ std::vector<Tensor> lipschitz_forward(Tensor inputs, Tensor win, Tensor bias, Te
 }
 
 // Returns grads of (inputs, win, bias, h0, P, Wt); empty tensors where not applicable.
+// The rows [g_t | dz_t] feed the weight gradients [dP | dW^T] += h_{t-1}^T [g_t | dz_t]. When the
+// input-side gradient DZ is not returned (fused input layer, inputs without grad), they live in
+// two buffers of CHUNK steps used in turn, and each chunk's weight gradient is one GEMM over its
+// CHUNK * B rows, taken while the chunk is still in cache; otherwise in one buffer of all T steps
+// (DZ is returned from it) with one GEMM after the loop.
+constexpr int64_t CHUNK = 32;
+
 std::vector<Tensor> lipschitz_backward(Tensor G, Tensor states, Tensor drive, Tensor inputs,
                                        Tensor win, Tensor bias, Tensor h0, Tensor P, Tensor Wt,
                                        double eps, bool need_inputs) {
@@ -353,14 +360,29 @@ std::vector<Tensor> lipschitz_backward(Tensor G, Tensor states, Tensor drive, Te
   auto opts = states.options();
   // [P^T ; W] (2N, N): a step's two products are one GEMM on the row [g | dz]
   Tensor MT = at::cat({P.t(), Wt.t()}, 0).contiguous();
-  auto GZ = pooled_empty({T, B, 2 * N}, opts);  // [g_t | dz_t] for every step
+  const bool keep_all = !fused || need_inputs;
+  const int64_t chunk = keep_all ? T : std::min(T, CHUNK);
+  std::vector<Tensor> buffers;
+  for (int64_t i = 0; i < (keep_all ? 1 : 2); ++i) buffers.push_back(pooled_empty({chunk, B, 2 * N}, opts));
+  auto slot = [&](int64_t t) { return buffers[(t / chunk) % buffers.size()].select(0, t % chunk); };
+  auto grad_M = at::zeros({N, 2 * N}, opts);
+  // [dP | dW^T] += H_prev^T [G | DZ] over the steps [t0, t1) of one chunk (H_prev: h0, then states)
+  auto chunk_weight_grads = [&](int64_t t0, int64_t t1) {
+    Tensor rows = buffers[(t0 / chunk) % buffers.size()];
+    int64_t first = t0;
+    if (t0 == 0) { grad_M.addmm_(h0.t(), rows.select(0, 0)); first = 1; }
+    if (t1 > first) {
+      grad_M.addmm_(states.narrow(0, first - 1, t1 - first).reshape({(t1 - first) * B, N}).t(),
+                    rows.narrow(0, first - t0, t1 - first).reshape({(t1 - first) * B, 2 * N}));
+    }
+  };
   auto grad_h0 = at::empty({B, N}, opts);
   const int64_t F = fused ? inputs.size(2) : 0;
   InputGrads input_grads(fused ? N : 0, F, opts);
-  GZ.select(0, T - 1).narrow(1, 0, N).copy_(G.select(0, T - 1));
+  slot(T - 1).narrow(1, 0, N).copy_(G.select(0, T - 1));
   AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "lipschitz_backward", [&] {
     for (int64_t t = T - 1; t >= 0; --t) {
-      Tensor gz = GZ.select(0, t);
+      Tensor gz = slot(t);
       scalar_t* gp = gz.data_ptr<scalar_t>();
       const scalar_t* dp = drive.data_ptr<scalar_t>() + t * B * N;
       over_rows<scalar_t>(B, N, [&](int64_t b0, int64_t b1, scalar_t*) {
@@ -368,25 +390,22 @@ std::vector<Tensor> lipschitz_backward(Tensor G, Tensor states, Tensor drive, Te
       });
       if (fused) input_grads.add<scalar_t>(B, gp + N, 2 * N, inputs.data_ptr<scalar_t>() + t * B * F);
       if (t > 0) {
-        Tensor prev = GZ.select(0, t - 1).narrow(1, 0, N);  // rows of stride 2N: BLAS ldc
+        Tensor prev = slot(t - 1).narrow(1, 0, N);  // rows of stride 2N: BLAS ldc
         at::addmm_out(prev, G.select(0, t - 1), gz, MT);
       } else {
         at::mm_out(grad_h0, gz, MT);
       }
+      if (!keep_all && t % chunk == 0) chunk_weight_grads(t, std::min(t + chunk, T));
     }
   });
-  // [dP | dW^T] = H_prev^T [G | DZ] over all T*B rows: one GEMM
-  Tensor grad_M = at::mm(h0.t(), GZ.select(0, 0));
-  if (T > 1) {
-    grad_M.addmm_(states.narrow(0, 0, T - 1).reshape({(T - 1) * B, N}).t(),
-                  GZ.narrow(0, 1, T - 1).reshape({(T - 1) * B, 2 * N}));
-  }
-  Tensor DZ = GZ.reshape({T * B, 2 * N}).narrow(1, N, N);  // input-side gradient, row stride 2N
+  if (keep_all) chunk_weight_grads(0, T);
   std::vector<Tensor> grads;
   if (fused) {
+    Tensor DZ = keep_all ? buffers[0].reshape({T * B, 2 * N}).narrow(1, N, N) : at::empty({0}, opts);
     grads = input_grads.finish(DZ, inputs, win, bias, need_inputs);
-  } else {
-    grads = {DZ.reshape({T, B, N}), at::empty({0}, opts), at::empty({0}, opts)};
+  } else {  // input-side gradient, row stride 2N
+    grads = {buffers[0].reshape({T * B, 2 * N}).narrow(1, N, N).reshape({T, B, N}),
+             at::empty({0}, opts), at::empty({0}, opts)};
   }
   grads.push_back(grad_h0);
   grads.push_back(grad_M.narrow(1, 0, N).contiguous());

@@ -17,7 +17,9 @@ and the weight gradients are two large products after the loop,
 ``dP = H_prev^T G`` and ``dW^T = H_prev^T DZ`` over all ``T B`` rows, ``du = DZ``.
 
 Memory: the forward stores the states (its output) and ``d_t = tanh(z_t)``, O(T B N) each; the
-backward adds the per-step state gradients and ``DZ`` (two more O(T B N) buffers).
+backward adds the per-step state gradients and ``DZ`` (two more O(T B N) buffers; the native
+kernels keep them for two chunks of 32 steps only when ``DZ`` is not returned, i.e. with the
+input layer fused and inputs that need no gradient).
 """
 
 from __future__ import annotations

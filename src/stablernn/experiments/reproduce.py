@@ -586,6 +586,10 @@ def claim_feedback(runner: Runner, figures: Path) -> Section:
                            [["constrained, L = B - M^-1 B^T M (eq. 3)", fmt(stats[False], percent=True)],
                             ["unconstrained, L = B", fmt(stats[True], percent=True)]])
     section.checks.append(("constrained > unconstrained", separated(stats[False], stats[True])))
+    gap = 100 * (stats[False]["mean"] - stats[True]["mean"])
+    section.checks.append((f"the unconstrained network collapses (gap {gap:.1f} points; the "
+                           "paper's 49.7; counted as a collapse above 20)",
+                           "agrees" if gap > 20 else "disagrees"))
     section.data = {"constrained": stats[False], "unconstrained": stats[True]}
     return section
 
