@@ -206,7 +206,7 @@ def _add_reproduce_parser(subparsers) -> None:
                     "and whether the direction agrees. Rerunning continues where it stopped.")
     parser.add_argument("--out", required=True, help="directory for the runs and the report")
     parser.add_argument("--scale", choices=list(SCALES), default="reduced",
-                        help="quick (tests), reduced (default, ~30 min on 2 CPUs), full (GPU)")
+                        help="quick (tests), reduced (default, about 45 min on 2 CPUs), full (GPU)")
     parser.add_argument("--quick", action="store_const", const="quick", dest="scale",
                         help="same as --scale quick")
     parser.add_argument("--claims", help=f"comma-separated subset of: {', '.join(CLAIMS)}")

@@ -90,11 +90,15 @@ def analyze_model(model: nn.Module, train_data, test_data,
     if settings.hessian:
         train_inputs, train_targets = _tensors(train_data, settings.hessian_samples)
         named = recurrent_parameters(model)
+        closure = loss_closure(model, train_inputs, train_targets)
         spectrum = hessian_spectrum(  # the closure runs the plain loop: twice differentiable
-            loss_closure(model, train_inputs, train_targets), [p for _, p in named],
+            closure, [p for _, p in named],
             top_k=settings.hessian_top_k, trace_samples=settings.trace_samples,
             tol=settings.hessian_tol, seed=settings.seed)
-        result["hessian"] = {**spectrum.to_dict(), "parameters": [name for name, _ in named]}
+        with torch.no_grad():
+            loss = closure().item()  # where the curvature is measured
+        result["hessian"] = {**spectrum.to_dict(), "loss": loss,
+                             "parameters": [name for name, _ in named]}
     result["noise"] = {
         "white": noise_curve(model, inputs, targets, "white", settings.white_noise_levels,
                              seed=settings.seed),

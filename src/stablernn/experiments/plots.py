@@ -97,9 +97,11 @@ def plot_training(history: list[dict], path: str | Path) -> Path:
 
 
 def plot_curves(panels: dict[str, dict[str, tuple]], xlabel: dict[str, str] | str, ylabel: str,
-                path: str | Path, log_x: bool = False) -> Path:
+                path: str | Path, log_x: bool = False,
+                tick_labels: list[str] | None = None) -> Path:
     """One panel per entry of ``panels``: ``{title: {label: (x, mean, spread or None)}}``, each
-    curve with a band of +- spread (e.g. the standard deviation over seeds)."""
+    curve with a band of +- spread (e.g. the standard deviation over seeds); ``tick_labels``
+    name categorical x positions 0, 1, ..."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     for axis, (title, curves) in zip(axes[0], panels.items()):
@@ -111,6 +113,8 @@ def plot_curves(panels: dict[str, dict[str, tuple]], xlabel: dict[str, str] | st
                 axis.fill_between(x, mean - spread, mean + spread, alpha=0.2)
         if log_x:
             axis.set_xscale("log")
+        if tick_labels is not None:
+            axis.set_xticks(range(len(tick_labels)), tick_labels)
         axis.set_title(title)
         axis.set_xlabel(xlabel if isinstance(xlabel, str) else xlabel[title])
         axis.set_ylabel(ylabel)
