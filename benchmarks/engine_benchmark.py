@@ -16,7 +16,7 @@ and the Sparse Combo Net (--subnetworks x --subnetwork-size at --density):
 each timed on a training step (forward + backward + Adam step, a linear readout of the last
 state, cross-entropy) and on a forward-only pass (``torch.no_grad``), round-robin over
 implementations for ``--repeats`` rounds after a warm-up, with the peak resident memory of one
-training step. Ratios come first (median of the per-round ratios, with their range), absolute
+training step (each measured in a fresh process). Ratios come first (median of the per-round ratios, with their range), absolute
 times second (median and range). ``--json`` writes every number.
 """
 
@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -81,6 +82,40 @@ def peak_memory(function: Callable[[], object]) -> int | None:
     function()
     peak = _proc_status("VmHWM")
     return None if peak is None else max(0, peak - before)
+
+
+def memory_in_subprocess(args: argparse.Namespace, model: str, index: int) -> int | None:
+    """Peak memory of one training step of implementation ``index``, measured in a fresh
+    process that builds only the benchmark's models: after a warm-up step, with the engine's
+    block cache emptied, and with glibc returning every block above 64 KiB to the system
+    (``MALLOC_MMAP_THRESHOLD_``), so that memory freed by earlier steps or implementations
+    cannot hide the step's own peak."""
+    command = [sys.executable, os.path.abspath(__file__), "--memory-probe", f"{model}:{index}",
+               "--steps", str(args.steps), "--batch", str(args.batch), "--hidden", str(args.hidden),
+               "--subnetworks", str(args.subnetworks), "--subnetwork-size",
+               str(args.subnetwork_size), "--density", str(args.density),
+               "--threads", str(args.threads)]
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines or lines[-1] == "None":
+        return None
+    return int(lines[-1])
+
+
+def memory_probe(args: argparse.Namespace) -> int:
+    """``--memory-probe MODEL:INDEX``: print the peak memory of one training step (bytes)."""
+    model, index = args.memory_probe.split(":")
+    torch.set_num_threads(args.threads)
+    native.load()
+    build = lipschitz_implementations if model == "lipschitz" else combo_implementations
+    impl = build(args)[0][int(index)]
+    torch.manual_seed(1)
+    x = torch.randn(args.steps, args.batch, 1)
+    y = torch.randint(0, 10, (args.batch,))
+    impl.train_step(x, y)  # warm-up: optimizer state, first-use work
+    print(peak_memory(lambda: impl.train_step(x, y)))
+    return 0
 
 
 def gemm_rate(m: int, k: int, n: int, seconds: float = 0.3, rounds: int = 5) -> float:
@@ -146,8 +181,7 @@ def timed(function: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def run_rounds(impls: list[Implementation], x, y, repeats: int, memory: bool, bound: dict,
-               log) -> None:
+def run_rounds(impls: list[Implementation], x, y, repeats: int, bound: dict, log) -> None:
     """Warm-up, then ``repeats`` rounds; each round measures the GEMM rate at the step's shape
     once and times every implementation once (training step, then forward only)."""
     for impl in impls:  # warm-up (and the native build, on first use)
@@ -162,9 +196,6 @@ def run_rounds(impls: list[Implementation], x, y, repeats: int, memory: bool, bo
             impl.eval_times.append(timed(lambda: impl.eval_step(x)))
         log(f"  round {round_index + 1}/{repeats}: GEMM {bound['gemm_gflops_rounds'][-1]:.0f} "
             "GFLOP/s, " + ", ".join(f"{impl.name} {impl.train_times[-1]:.3f}s" for impl in impls))
-    if memory:
-        for impl in impls:
-            impl.memory = peak_memory(lambda: impl.train_step(x, y))
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -360,7 +391,10 @@ def run(args: argparse.Namespace) -> int:
         log(f"{title}:")
         impls, bound = build(args)
         agreement(impls, x)
-        run_rounds(impls, x, y, args.repeats, not args.no_memory, bound, log)
+        run_rounds(impls, x, y, args.repeats, bound, log)
+        if not args.no_memory:
+            for index, impl in enumerate(impls):
+                impl.memory = memory_in_subprocess(args, model, index)
         results[model] = analyse(model, impls, bound)
         sections.append(report(model, title, results[model]))
     text = "\n".join(sections)
@@ -376,9 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)  # MODEL:INDEX, internal
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        return memory_probe(args) if args.memory_probe else run(args)
     except ValueError as error:
         parser.error(str(error))
 

@@ -23,3 +23,19 @@ def test_bench_runs_small_and_reports_ratios_and_agreement(tmp_path, capsys):
                 assert figures["max_state_deviation"] < 1e-5, name
         assert all(target["measured"] > 0 for target in result[model]["targets"])
     assert result["engine_path"]
+
+
+def test_peak_memory_is_measured_in_a_fresh_process():
+    """A training step of the engine at T=200, B=64, N=64 stores at least its states and
+    tanh(z) (2 x 3.1 MiB) and the incoming gradient (3.1 MiB); the probe sees that much."""
+    import argparse
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "engine_benchmark.py"
+    benchmark = runpy.run_path(str(script), run_name="bench_test")
+    args = argparse.Namespace(steps=200, batch=64, hidden=64, subnetworks=2, subnetwork_size=4,
+                              density=0.3, threads=1)
+    engine_index = 3  # plain loop, stablernn loop, engine python path, engine
+    peak = benchmark["memory_in_subprocess"](args, "lipschitz", engine_index)
+    assert peak is not None and peak >= 3 * 200 * 64 * 64 * 4
