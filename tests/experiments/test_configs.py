@@ -8,7 +8,9 @@ import torch
 from stablernn.experiments import TrainConfig
 from stablernn.models.registry import build_layer
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.toml"))
+# training configs (configs/ablations holds sweep definitions, checked in test_sweeps.py)
+CONFIGS = sorted(path for path in (Path(__file__).parents[2] / "configs").rglob("*.toml")
+                 if path.parent.name != "ablations")
 # input features per step of each task (the language models embed tokens first)
 INPUT_SIZES = {"smnist": 1, "psmnist": 1, "scifar10": 3, "noise-cifar10": 96, "timit": 129}
 
