@@ -118,29 +118,57 @@ def memory_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def gemm_rate(m: int, k: int, n: int, seconds: float = 0.3, rounds: int = 5) -> float:
-    """GFLOP/s of ``(m, k) @ (k, n)`` in float32: the median over ``rounds``."""
-    a, b = torch.randn(m, k), torch.randn(k, n)
-    out = torch.empty(m, n)
+def _rate(function: Callable[[], object], flops: float, seconds: float = 0.3,
+          rounds: int = 5) -> float:
+    """GFLOP/s of ``function`` (``flops`` per call): the median over ``rounds`` timed batches."""
     for _ in range(5):
-        torch.mm(a, b, out=out)
+        function()
     start = time.perf_counter()
-    torch.mm(a, b, out=out)
+    function()
     one = max(time.perf_counter() - start, 1e-7)
     calls = max(1, int(seconds / rounds / one))
     rates = []
     for _ in range(rounds):
         start = time.perf_counter()
         for _ in range(calls):
-            torch.mm(a, b, out=out)
-        rates.append(2.0 * m * k * n * calls / (time.perf_counter() - start) / 1e9)
+            function()
+        rates.append(flops * calls / (time.perf_counter() - start) / 1e9)
     return statistics.median(rates)
+
+
+def gemm_rate(m: int, k: int, n: int, batch: int = 1) -> float:
+    """The machine's float32 GEMM throughput at ``(m, k) @ (k, n)``, GFLOP/s: the better of one
+    product on all threads (``torch.mm``) and a batch of independent products on blocks of
+    ``m / threads`` rows, one per thread (``torch.bmm``; the native engine splits its sequential
+    products that way, and a batch also takes Python's per-call cost out of the figure).
+    ``batch`` > 1: that many products of this shape at once (block-diagonal weights)."""
+    threads = torch.get_num_threads()
+    if batch > 1:
+        a, b, out = torch.randn(batch, m, k), torch.randn(batch, k, n), torch.empty(batch, m, n)
+        return _rate(lambda: torch.bmm(a, b, out=out), 2.0 * batch * m * k * n)
+    a, b, out = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+    best = _rate(lambda: torch.mm(a, b, out=out), 2.0 * m * k * n)
+    rows = m // threads
+    if threads > 1 and rows > 0:
+        count = 4 * threads
+        blocks_a, blocks_b = torch.randn(count, rows, k), torch.randn(count, k, n)
+        blocks_out = torch.empty(count, rows, n)
+        best = max(best, _rate(lambda: torch.bmm(blocks_a, blocks_b, out=blocks_out),
+                               2.0 * count * rows * k * n))
+    return best
+
+
+def flop_bound(products: list[dict]) -> tuple[float, list[float]]:
+    """Seconds the step's products need at the GEMM rates measured now: sum of each product's
+    GFLOP over its rate (``products``: name, shape (m, k, n), batch, gflop per training step)."""
+    rates = [gemm_rate(*product["mkn"], batch=product.get("batch", 1)) for product in products]
+    return sum(product["gflop"] / rate for product, rate in zip(products, rates)), rates
 
 
 @dataclass
 class Implementation:
     name: str
-    forward: Callable[[torch.Tensor], torch.Tensor]  # (T, B, F) -> states (T, B, N)
+    forward: Callable[[torch.Tensor], tuple]  # (T, B, F) -> (states (T, B, N), last (B, N))
     module: nn.Module
     hidden_size: int
     backend: str | None = None  # forced engine backend while it runs
@@ -156,7 +184,7 @@ class Implementation:
         self.optimizer = torch.optim.Adam(
             list(self.module.parameters()) + list(self.readout.parameters()), lr=1e-3)
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.backend is None:
             return self.forward(x)
         with stablernn_engine.use_backend(self.backend):
@@ -164,15 +192,15 @@ class Implementation:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         self.optimizer.zero_grad(set_to_none=True)
-        states = self._run(x)
-        loss = nn.functional.cross_entropy(self.readout(states[-1]), y)
+        _, last = self._run(x)  # each model's own last state, as a user reads it out
+        loss = nn.functional.cross_entropy(self.readout(last), y)
         loss.backward()
         self.optimizer.step()
         return loss.item()
 
     def eval_step(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self._run(x)
+            return self._run(x)[0]
 
 
 def timed(function: Callable[[], object]) -> float:
@@ -182,20 +210,32 @@ def timed(function: Callable[[], object]) -> float:
 
 
 def run_rounds(impls: list[Implementation], x, y, repeats: int, bound: dict, log) -> None:
-    """Warm-up, then ``repeats`` rounds; each round measures the GEMM rate at the step's shape
-    once and times every implementation once (training step, then forward only)."""
+    """Warm-up, then ``repeats`` rounds; each round measures the GEMM rates at the step's shapes
+    once (and the FLOP bound from them) and times every implementation once (training step,
+    then forward only)."""
     for impl in impls:  # warm-up (and the native build, on first use)
         impl.train_step(x, y)
         impl.eval_step(x)
-    bound["gemm_gflops_rounds"] = []
+    bound["bound_s_rounds"], bound["gemm_gflops_rounds"] = [], []
     for round_index in range(repeats):
-        bound["gemm_gflops_rounds"].append(gemm_rate(*bound["gemm_mkn"]))
+        seconds, rates = flop_bound(bound["products"])
+        bound["bound_s_rounds"].append(seconds)
+        bound["gemm_gflops_rounds"].append(rates)
         for impl in impls:
             impl.train_times.append(timed(lambda: impl.train_step(x, y)))
         for impl in impls:
             impl.eval_times.append(timed(lambda: impl.eval_step(x)))
-        log(f"  round {round_index + 1}/{repeats}: GEMM {bound['gemm_gflops_rounds'][-1]:.0f} "
-            "GFLOP/s, " + ", ".join(f"{impl.name} {impl.train_times[-1]:.3f}s" for impl in impls))
+        log(f"  round {round_index + 1}/{repeats}: FLOP bound {seconds * 1e3:.0f} ms, "
+            + ", ".join(f"{impl.name} {impl.train_times[-1]:.3f}s" for impl in impls))
+
+
+def _output_and_last(result) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(output, h_n)`` of a ``torch.nn.RNN``-style layer (``(h_n, c_n)`` for the LSTM) ->
+    ``(output, last state (B, N))``."""
+    output, last = result
+    if isinstance(last, tuple):
+        last = last[0]
+    return output, last[-1]
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -232,18 +272,25 @@ def lipschitz_implementations(args) -> tuple[list[Implementation], dict]:
     add("plain eager loop", plain, plain)
     loop = copy.deepcopy(model)
     loop.engine = "loop"
-    add("stablernn loop", loop, lambda x, m=loop: m(x)[0])
+    add("stablernn loop", loop, lambda x, m=loop: _output_and_last(m(x)))
     python = copy.deepcopy(model)
-    add("engine, PyTorch path", python, lambda x, m=python: m(x)[0], backend="python")
+    add("engine, PyTorch path", python, lambda x, m=python: _output_and_last(m(x)), backend="python")
     eng = copy.deepcopy(model)
-    add("engine", eng, lambda x, m=eng: m(x)[0])
+    add("engine", eng, lambda x, m=eng: _output_and_last(m(x)))
     lstm = nn.LSTM(1, N)
-    add("torch.nn.LSTM", lstm, lambda x, m=lstm: m(x)[0], same_model=False)
+    add("torch.nn.LSTM", lstm, lambda x, m=lstm: _output_and_last(m(x)), same_model=False)
     T, B = args.steps, args.batch
-    flops = 3 * 4 * T * B * N * N  # fwd: h P, h W^T; bwd: g P^T, dz W; dP, dW^T over all rows
-    bound = {"gemm_shape": f"({B}x{N}) @ ({N}x{2 * N})", "gemm_mkn": (B, N, 2 * N),
-             "step_gflop": flops / 1e9,
-             "flops_formula": "12 T B N^2: forward 2, backward 4 products of 2 B N^2 per step"}
+    each = 4 * T * B * N * N / 1e9  # one of the three (B, N) x (N, 2N)-sized products, T steps
+    products = [
+        {"name": "forward h [P | W^T]", "mkn": (B, N, 2 * N), "gflop": each},
+        {"name": "backward [g | dz] [P^T ; W]", "mkn": (B, 2 * N, N), "gflop": each},
+        # the engine takes the weight gradients per 32-step chunk; a longer K is no faster
+        {"name": "weight gradients H^T [G | DZ]", "mkn": (N, min(T, 32) * B, 2 * N),
+         "gflop": each},
+    ]
+    bound = {"products": products, "step_gflop": 3 * each,
+             "flops_formula": "12 T B N^2: per step, forward h [P | W^T], backward "
+                              "[g | dz] [P^T ; W] and the weight gradients, 4 B N^2 each"}
     return impls, bound
 
 
@@ -262,16 +309,21 @@ def combo_implementations(args) -> tuple[list[Implementation], dict]:
     add("plain eager loop (dense block-diagonal)", plain, plain)
     loop = copy.deepcopy(model)
     loop.engine = "loop"
-    add("stablernn loop (batched blocks)", loop, lambda x, m=loop: m(x)[0])
+    add("stablernn loop (batched blocks)", loop, lambda x, m=loop: _output_and_last(m(x)))
     python = copy.deepcopy(model)
-    add("engine, PyTorch path", python, lambda x, m=python: m(x)[0], backend="python")
+    add("engine, PyTorch path", python, lambda x, m=python: _output_and_last(m(x)), backend="python")
     eng = copy.deepcopy(model)
-    add("engine", eng, lambda x, m=eng: m(x)[0])
+    add("engine", eng, lambda x, m=eng: _output_and_last(m(x)))
     T, B = args.steps, args.batch
-    # fwd: x P (2 B N^2) + blocks (2 B N n); bwd: g P^T + blocks^T; dL^T (2 B N^2); blocks fixed
-    flops = T * (6 * B * N * N + 4 * B * N * n)
-    bound = {"gemm_shape": f"({B}x{N}) @ ({N}x{N})", "gemm_mkn": (B, N, N),
-             "step_gflop": flops / 1e9,
+    products = [  # the sparse blocks are fixed: no block weight gradient
+        {"name": "forward x P, backward g P^T", "mkn": (B, N, N), "gflop": 4 * T * B * N * N / 1e9},
+        # one product over all T B rows in the engine, timed here at 32 B rows (memory)
+        {"name": "feedback gradient X^T GU", "mkn": (N, min(T, 32) * B, N),
+         "gflop": 2 * T * B * N * N / 1e9},
+        {"name": "blocks, forward and backward", "mkn": (B, n, n), "batch": K,
+         "gflop": 4 * T * B * N * n / 1e9},
+    ]
+    bound = {"products": products, "step_gflop": sum(p["gflop"] for p in products),
              "flops_formula": "T (6 B N^2 + 4 B N n): forward x P and blocks, backward g P^T, "
                               "blocks^T and dL (the sparse blocks are fixed)"}
     return impls, bound
@@ -303,12 +355,12 @@ def analyse(model: str, impls: list[Implementation], bound: dict) -> dict:
             "train_s": summary(impl.train_times), "eval_s": summary(impl.eval_times),
             "train_times": impl.train_times, "eval_times": impl.eval_times,
             "peak_memory_bytes": impl.memory, "max_state_deviation": impl.deviation}
-    rates = bound["gemm_gflops_rounds"]
-    bound["gemm_gflops"] = statistics.median(rates)
-    bound["bound_s"] = bound["step_gflop"] / bound["gemm_gflops"]
-    # per round: the bound from that round's GEMM rate over that round's engine time
-    data["engine_vs_bound"] = summary([bound["step_gflop"] / rate / t
-                                       for rate, t in zip(rates, engine.train_times)])
+    bound["bound_s"] = statistics.median(bound["bound_s_rounds"])
+    for index, product in enumerate(bound["products"]):
+        product["gflops"] = summary([rates[index] for rates in bound["gemm_gflops_rounds"]])
+    # per round: that round's bound over that round's engine time
+    data["engine_vs_bound"] = summary([seconds / t for seconds, t
+                                       in zip(bound["bound_s_rounds"], engine.train_times)])
     data["targets"] = [{"target": name, "measured": value, "required": required,
                         "met": value >= required}
                        for name, value, required in targets_for(model, data)]
@@ -323,11 +375,16 @@ def fmt_range(values: dict, scale: float = 1.0, digits: int = 2, unit: str = "")
 def report(model: str, title: str, data: dict) -> str:
     lines = [f"## {title}", ""]
     bound = data["bound"]
-    rates = bound["gemm_gflops_rounds"]
     lines.append(f"FLOP bound: {bound['step_gflop']:.1f} GFLOP per training step "
-                 f"({bound['flops_formula']}) at {bound['gemm_gflops']:.0f} GFLOP/s "
-                 f"({min(rates):.0f}-{max(rates):.0f}) measured at {bound['gemm_shape']} in each "
-                 f"round: {bound['bound_s'] * 1e3:.0f} ms")
+                 f"({bound['flops_formula']}): {bound['bound_s'] * 1e3:.0f} ms at the GEMM rates "
+                 "measured in each round at each product's shape (the better of one product on "
+                 "all threads and one block of rows per thread):")
+    lines.append("")
+    for product in bound["products"]:
+        m, k, n = product["mkn"]
+        shape = f"({m}x{k}) @ ({k}x{n})" + (f", {product['batch']} at once" if product.get("batch", 1) > 1 else "")
+        lines.append(f"- {product['name']}: {product['gflop']:.1f} GFLOP at "
+                     f"{fmt_range(product['gflops'], digits=0)} GFLOP/s, {shape}")
     lines.append("")
     lines.append("| target | measured | required | |")
     lines.append("|---|---|---|---|")

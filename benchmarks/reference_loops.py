@@ -44,15 +44,15 @@ class LipschitzLoop(nn.Module):
     def matrix(self, M: torch.Tensor, gamma: float) -> torch.Tensor:
         return (1 - self.beta) * (M + M.T) + self.beta * (M - M.T) - gamma * self.I
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (T, B, F) -> states (T, B, N)."""
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (T, B, F) -> (states (T, B, N), last state (B, N))."""
         A, W = self.matrix(self.M_A, self.gamma_a), self.matrix(self.M_W, self.gamma_w)
         h = x.new_zeros(x.shape[1], A.shape[0])
         states = []
         for u in self.U(x).unbind(0):
             h = h + self.eps * (h @ A.T + torch.tanh(h @ W.T + u))
             states.append(h)
-        return torch.stack(states)
+        return torch.stack(states), h
 
 
 class SparseComboLoop(nn.Module):
@@ -87,8 +87,8 @@ class SparseComboLoop(nn.Module):
             loop.U.load_state_dict(layer.cell.input_projection.state_dict())
         return loop
 
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        """s: (T, B, F) -> states (T, B, N)."""
+    def forward(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """s: (T, B, F) -> (states (T, B, N), last state (B, N))."""
         B = self.B * self.mask
         L = B - self.M_inv @ B.T @ self.M
         x = s.new_zeros(s.shape[1], self.W.shape[0])
@@ -96,4 +96,4 @@ class SparseComboLoop(nn.Module):
         for u in self.U(s).unbind(0):
             x = x + self.dt * (-x + torch.relu(x) @ self.W.T + x @ L.T + u)
             states.append(x)
-        return torch.stack(states)
+        return torch.stack(states), x

@@ -107,12 +107,21 @@ def test_long_sequence_float32(backend):
         assert_matches(engine, loop, inputs, torch.zeros(1, 8, 64), torch.float32)
 
 
+def loss_of(output, last, weights, on):
+    """A loss on every state and the last one, or on the last state alone (a classifier's
+    loss: the engine then gets no gradient for the other states and builds none)."""
+    if on == "last":
+        return (last * weights[-1]).sum() + last.pow(2).sum()
+    return (output * weights).sum() + last.pow(2).sum()
+
+
+@pytest.mark.parametrize("loss_on", ["states", "last"])
 @pytest.mark.parametrize("steps", [1, 31, 32, 33, 100])
 @pytest.mark.parametrize("backend", ["native", "python"])
-def test_inputs_without_grad_match_loop(steps, backend):
+def test_inputs_without_grad_match_loop(steps, backend, loss_on):
     """Training as it is done (inputs that need no gradient): the native kernels then keep the
     per-step gradient rows in chunks of 32 steps; chunk edges and a partial last chunk agree with
-    the loop."""
+    the loop, with a loss on every state or on the last state only."""
     for dtype in (torch.float64, torch.float32):
         engine, loop = make_pair(3, 9, 0.2, 1.0, dtype, seed=steps)
         inputs = torch.randn(steps, 5, 3, dtype=dtype)
@@ -122,7 +131,7 @@ def test_inputs_without_grad_match_loop(steps, backend):
             layer.zero_grad()
             with use_backend(available(backend)):
                 output, last = layer(inputs)
-            ((output * weights).sum() + last.pow(2).sum()).backward()
+            loss_of(output, last, weights, loss_on).backward()
             gradients.append({name: p.grad.clone() for name, p in layer.named_parameters()})
         floor = 1e-2 * max(g.abs().max().item() for g in gradients[1].values())
         for name, expected in gradients[1].items():
@@ -132,9 +141,9 @@ def test_inputs_without_grad_match_loop(steps, backend):
 @pytest.mark.parametrize("input_size", [2, 40])  # fused input layer, projected inputs
 @pytest.mark.parametrize("threads", [1, 2])
 def test_rows_split_across_threads_matches_loop(input_size, threads):
-    """Batches large enough for the native kernels to split each step's elementwise pass over
-    the threads (B N above 16,384; B = 701: uneven blocks) agree with the loop, in float64 and
-    float32, on 1 and 2 threads."""
+    """On 2 threads the native kernels run the batch as two blocks of rows, one per thread, for
+    the whole sequence (B = 701: uneven blocks); on 1 thread as one block, whose elementwise pass
+    is split in row chunks (B N above 16,384). Both agree with the loop, in float64 and float32."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

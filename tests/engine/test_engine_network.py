@@ -42,26 +42,31 @@ def perturbed_pair(layer, dtype, seed, scale=0.3):
     return layer, loop
 
 
-def run_and_grad(layer, inputs, h0, weights):
+def run_and_grad(layer, inputs, h0, weights, last_only=False):
+    """Output and gradients of a loss on every state and the last one, or (``last_only``) on
+    the last state alone, as a classifier's loss is (the engine then builds no dense gradient)."""
     for parameter in layer.parameters():
         parameter.grad = None
     inputs = inputs.detach().requires_grad_(True)
     h0 = h0.detach().requires_grad_(True)
     output, last = layer(inputs, h0)
-    loss = (output * weights).sum() + (output ** 2).sum() + last.pow(3).sum()
+    if last_only:
+        loss = (last * weights[-1]).sum() + last.pow(3).sum()
+    else:
+        loss = (output * weights).sum() + (output ** 2).sum() + last.pow(3).sum()
     loss.backward()
     grads = {name: p.grad.clone() for name, p in layer.named_parameters() if p.grad is not None}
     grads["input"], grads["h0"] = inputs.grad.clone(), h0.grad.clone()
     return output.detach(), grads
 
 
-def assert_matches(engine, loop, steps, batch, dtype, seed=0):
+def assert_matches(engine, loop, steps, batch, dtype, seed=0, last_only=False):
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(steps, batch, engine.input_size, generator=generator).to(dtype)
     h0 = 0.5 * torch.randn(1, batch, engine.hidden_size, generator=generator).to(dtype)
     weights = torch.randn(steps, batch, engine.hidden_size, generator=generator).to(dtype)
-    out_e, grads_e = run_and_grad(engine, inputs, h0, weights)
-    out_l, grads_l = run_and_grad(loop, inputs, h0, weights)
+    out_e, grads_e = run_and_grad(engine, inputs, h0, weights, last_only)
+    out_l, grads_l = run_and_grad(loop, inputs, h0, weights, last_only)
     tol = TOLERANCE[dtype]
     assert relative_error(out_e, out_l) < tol
     assert set(grads_e) == set(grads_l)
@@ -92,15 +97,17 @@ def test_svd_combo_net_matches_loop(seed, steps, batch, count, size, step_size, 
         assert "cell.assembly.feedback.coupling" in grads
 
 
+@pytest.mark.parametrize("last_only", [False, True])
 @pytest.mark.parametrize("backend", ["native", "python"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_sparse_combo_net_matches_loop(backend, dtype):
-    """Fixed sparse parts (buffers: no block gradient), trained feedback and input layer."""
+def test_sparse_combo_net_matches_loop(backend, dtype, last_only):
+    """Fixed sparse parts (buffers: no block gradient), trained feedback and input layer; a loss
+    on every state or on the last state only."""
     layer = SparseComboNet(3, num_subnetworks=4, subnetwork_size=8, density=0.2, seed=3,
                            feedback_init_std=0.2)
     engine, loop = perturbed_pair(layer, dtype, seed=1, scale=0.1)
     with use_backend(available(backend)):
-        grads = assert_matches(engine, loop, steps=40, batch=5, dtype=dtype)
+        grads = assert_matches(engine, loop, steps=40, batch=5, dtype=dtype, last_only=last_only)
     assert set(grads) == {"cell.assembly.feedback.coupling", "cell.input_projection.weight",
                           "cell.input_projection.bias", "input", "h0"}
 

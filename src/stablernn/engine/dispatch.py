@@ -76,9 +76,11 @@ def lipschitz_unsupported(cell: Any) -> str | None:
     return None
 
 
-def run_lipschitz(cell: Any, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
-    """States ``(T, B, N)`` of a ``LipschitzCell`` over time-major ``inputs``, or ``None`` when
-    the engine does not support the configuration."""
+def run_lipschitz(cell: Any, inputs: torch.Tensor,
+                  hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(states, last)`` of a ``LipschitzCell`` over time-major ``inputs`` (states
+    ``(T, B, N)``, last state ``(B, N)``), or ``None`` when the engine does not support the
+    configuration."""
     if lipschitz_unsupported(cell) is not None:
         _log_path("LipschitzRNN", "loop")
         return None
@@ -110,8 +112,9 @@ def network_unsupported(cell: Any, prepared: dict[str, Any] | None = None) -> st
     return None
 
 
-def run_network(cell: Any, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor | None:
-    """States ``(T, B, N)`` of an ``AssemblyCell`` over time-major ``inputs``, or ``None`` when
+def run_network(cell: Any, inputs: torch.Tensor,
+                hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(states, last)`` of an ``AssemblyCell`` over time-major ``inputs``, or ``None`` when
     the engine does not support the configuration."""
     if getattr(cell, "method", None) != "euler":
         _log_path("NetworkOfNetworks", "loop")

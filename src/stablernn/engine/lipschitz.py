@@ -28,10 +28,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from stablernn.engine import native
-
-
-def _empty(like: torch.Tensor) -> torch.Tensor:
-    return like.new_empty(0)
+from stablernn.engine._outputs import dense_or_empty, empty_like, last_state_gradient
 
 
 class _NativeLipschitzEuler(torch.autograd.Function):
@@ -41,23 +38,28 @@ class _NativeLipschitzEuler(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, inputs, input_weight, input_bias, h0, transition_t, recurrent_t, step_size):
-        weight = _empty(h0) if input_weight is None else input_weight
-        bias = _empty(h0) if input_bias is None else input_bias
+        ctx.set_materialize_grads(False)
+        weight = empty_like(h0) if input_weight is None else input_weight
+        bias = empty_like(h0) if input_bias is None else input_bias
         states, drive = native.load().lipschitz_forward(inputs, weight, bias, h0, transition_t,
                                                         recurrent_t, step_size, True)
         ctx.save_for_backward(states, drive, inputs, weight, bias, h0, transition_t, recurrent_t)
         ctx.step_size = step_size
         ctx.has_weight, ctx.has_bias = input_weight is not None, input_bias is not None
-        return states
+        return states, states[-1].clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_states):
+    def backward(ctx, grad_states, grad_last):
+        if grad_states is None and grad_last is None:
+            return (None,) * 7
         states, drive, inputs, weight, bias, h0, transition_t, recurrent_t = ctx.saved_tensors
         grad_inputs, grad_weight, grad_bias, grad_h0, grad_transition, grad_recurrent = (
-            native.load().lipschitz_backward(grad_states.contiguous(), states, drive, inputs,
-                                             weight, bias, h0, transition_t, recurrent_t,
-                                             ctx.step_size, ctx.needs_input_grad[0]))
+            native.load().lipschitz_backward(dense_or_empty(grad_states, h0),
+                                             dense_or_empty(grad_last, h0), states, drive,
+                                             inputs, weight, bias, h0, transition_t,
+                                             recurrent_t, ctx.step_size,
+                                             ctx.needs_input_grad[0]))
         return (grad_inputs if ctx.needs_input_grad[0] else None,
                 grad_weight if ctx.has_weight else None, grad_bias if ctx.has_bias else None,
                 grad_h0, grad_transition, grad_recurrent, None)
@@ -81,26 +83,32 @@ def _python_forward(u, h0, transition_t, recurrent_t, step_size, slope=None):
 class _PythonLipschitzEuler(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, h0, transition_t, recurrent_t, step_size):
+        ctx.set_materialize_grads(False)
         slope = torch.empty_like(u)
         states = _python_forward(u, h0, transition_t, recurrent_t, step_size, slope)
         ctx.save_for_backward(states, slope, h0, transition_t, recurrent_t)
-        return states
+        return states, states[-1].clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_states):
+    def backward(ctx, grad_states, grad_last):
+        if grad_states is None and grad_last is None:
+            return (None,) * 5
         states, slope, h0, transition_t, recurrent_t = ctx.saved_tensors
-        grad = grad_states.contiguous()
+        grad = None if grad_states is None else grad_states.contiguous()
         steps, _, size = states.shape
         transition, recurrent = transition_t.t(), recurrent_t.t()
         state_grads = torch.empty_like(states)
         drive_grads = torch.empty_like(states)
-        state_grads[steps - 1].copy_(grad[steps - 1])
+        last_state_gradient(state_grads[steps - 1], grad, grad_last)
         for t in range(steps - 1, -1, -1):
             g = state_grads[t]
             dz = torch.mul(g, slope[t], out=drive_grads[t])
             if t > 0:
-                torch.addmm(grad[t - 1], g, transition, out=state_grads[t - 1])
+                if grad is None:
+                    torch.mm(g, transition, out=state_grads[t - 1])
+                else:
+                    torch.addmm(grad[t - 1], g, transition, out=state_grads[t - 1])
                 state_grads[t - 1].addmm_(dz, recurrent)
             else:
                 grad_h0 = torch.mm(g, transition).addmm_(dz, recurrent)
@@ -117,8 +125,12 @@ def lipschitz_euler(inputs: torch.Tensor, h0: torch.Tensor, transition_t: torch.
                     recurrent_t: torch.Tensor, step_size: float,
                     input_weight: torch.Tensor | None = None,
                     input_bias: torch.Tensor | None = None,
-                    backend: str | None = None) -> torch.Tensor:
-    """States ``(T, B, N)`` of the Lipschitz RNN's Euler recurrence (paper 002, eq. 9).
+                    backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(states, last)``: the states ``(T, B, N)`` of the Lipschitz RNN's Euler recurrence
+    (paper 002, eq. 9) and the last state ``(B, N)`` as a separate tensor, like
+    ``torch.nn.RNN``'s ``(output, h_n)``: a loss on ``last`` costs no dense ``(T, B, N)``
+    gradient (a loss on ``states[-1]`` makes autograd build one, about 12 ms at T = 784,
+    B = N = 128).
 
     ``inputs``: the projected inputs ``U x_t + b`` for all steps, ``(T, B, N)``; or, when
     ``input_weight`` (``U``, ``(N, F)``) and optionally ``input_bias`` (``(N,)``) are given, the
@@ -141,12 +153,14 @@ def lipschitz_euler(inputs: torch.Tensor, h0: torch.Tensor, transition_t: torch.
         if needs_grad:
             return _NativeLipschitzEuler.apply(inputs, weight, bias, h0, transition_t,
                                                recurrent_t, step_size)
-        return native.load().lipschitz_forward(
-            inputs, _empty(h0) if weight is None else weight, _empty(h0) if bias is None else bias,
+        states = native.load().lipschitz_forward(
+            inputs, empty_like(h0) if weight is None else weight, empty_like(h0) if bias is None else bias,
             h0, transition_t, recurrent_t, step_size, False)[0]
+        return states, states[-1]
     if input_weight is not None:
         inputs = torch.nn.functional.linear(inputs, input_weight, input_bias)
     if needs_grad:
         return _PythonLipschitzEuler.apply(inputs, h0, transition_t, recurrent_t, step_size)
     with torch.no_grad():
-        return _python_forward(inputs, h0, transition_t, recurrent_t, step_size)
+        states = _python_forward(inputs, h0, transition_t, recurrent_t, step_size)
+    return states, states[-1]

@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import threading
 from typing import Any, Iterator
 
@@ -47,8 +48,16 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
 
 
+def _compile_flags() -> list[str]:
+    # OpenMP as torch itself uses it: without it ATen's parallel_for, compiled into the
+    # extension, runs its chunks one after another on the calling thread.
+    openmp = sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info()
+    return ["-O3", "-fopenmp"] if openmp else ["-O3"]
+
+
 def extension_name() -> str:
-    digest = hashlib.sha1((SOURCE + torch.__version__).encode()).hexdigest()[:12]
+    key = SOURCE + torch.__version__ + " ".join(_compile_flags())
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return f"stablernn_engine_{digest}"
 
 
@@ -78,7 +87,8 @@ def _build() -> tuple[Any, str | None]:
         if not cached:
             log.warning("stablernn engine: compiling the native kernels (first use, about a "
                         "minute; cached afterwards in %s)", build_dir)
-        module = cpp_extension.load_inline(name, cpp_sources=[SOURCE], extra_cflags=["-O3"],
+        module = cpp_extension.load_inline(name, cpp_sources=[SOURCE], extra_cflags=_compile_flags(),
+                                           extra_ldflags=[f for f in _compile_flags() if f != "-O3"],
                                            verbose=False)
     except Exception as error:  # any failure means: use the pure-PyTorch path
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from stablernn.engine import native
+from stablernn.engine._outputs import dense_or_empty, empty_like, last_state_gradient
 
 ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "softplus": 3}
 
@@ -59,8 +60,6 @@ def _transition(feedback_t: torch.Tensor, step_size: float) -> torch.Tensor:
     return eye.mul_(1.0 - step_size).add_(feedback_t, alpha=step_size)
 
 
-def _empty(like: torch.Tensor) -> torch.Tensor:
-    return like.new_empty(0)
 
 
 class _NativeNetworkEuler(torch.autograd.Function):
@@ -70,24 +69,28 @@ class _NativeNetworkEuler(torch.autograd.Function):
     @staticmethod
     def forward(ctx, inputs, input_weight, input_bias, x0, feedback_t, blocks_t, step_size,
                 activation):
+        ctx.set_materialize_grads(False)
         need_blocks = ctx.needs_input_grad[5]
-        weight = _empty(x0) if input_weight is None else input_weight
-        bias = _empty(x0) if input_bias is None else input_bias
+        weight = empty_like(x0) if input_weight is None else input_weight
+        bias = empty_like(x0) if input_bias is None else input_bias
         states, phi = native.load().network_forward(inputs, weight, bias, x0, feedback_t,
                                                     blocks_t, step_size, ACTIVATIONS[activation],
                                                     need_blocks)
         ctx.save_for_backward(states, inputs, weight, bias, x0, feedback_t, blocks_t, phi)
         ctx.step_size, ctx.activation, ctx.need_blocks = step_size, activation, need_blocks
         ctx.has_weight, ctx.has_bias = input_weight is not None, input_bias is not None
-        return states
+        return states, states[-1].clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_states):
+    def backward(ctx, grad_states, grad_last):
+        if grad_states is None and grad_last is None:
+            return (None,) * 8
         states, inputs, weight, bias, x0, feedback_t, blocks_t, phi = ctx.saved_tensors
         (grad_inputs, grad_weight, grad_bias, grad_x0, grad_feedback,
          grad_blocks) = native.load().network_backward(
-            grad_states.contiguous(), states, inputs, weight, bias, x0, feedback_t, blocks_t, phi,
+            dense_or_empty(grad_states, x0), dense_or_empty(grad_last, x0), states, inputs, weight,
+            bias, x0, feedback_t, blocks_t, phi,
             ctx.step_size, ACTIVATIONS[ctx.activation], ctx.need_blocks, ctx.needs_input_grad[0])
         return (grad_inputs if ctx.needs_input_grad[0] else None,
                 grad_weight if ctx.has_weight else None, grad_bias if ctx.has_bias else None,
@@ -114,32 +117,36 @@ def _python_forward(u, x0, feedback_t, blocks_t, step_size, activation, phi_stor
 class _PythonNetworkEuler(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, x0, feedback_t, blocks_t, step_size, activation):
+        ctx.set_materialize_grads(False)
         need_blocks = ctx.needs_input_grad[3]
         phi = torch.empty_like(u) if need_blocks else None
         states = _python_forward(u, x0, feedback_t, blocks_t, step_size, activation, phi)
         ctx.save_for_backward(states, x0, feedback_t, blocks_t, phi)
         ctx.step_size, ctx.activation, ctx.need_blocks = step_size, activation, need_blocks
-        return states
+        return states, states[-1].clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_states):
+    def backward(ctx, grad_states, grad_last):
+        if grad_states is None and grad_last is None:
+            return (None,) * 6
         states, x0, feedback_t, blocks_t, phi = ctx.saved_tensors
         dt, activation = ctx.step_size, ctx.activation
-        grad = grad_states.contiguous()
+        grad = None if grad_states is None else grad_states.contiguous()
         steps, batch, size = states.shape
         count, block = blocks_t.shape[0], blocks_t.shape[1]
         transition_t = _transition(feedback_t, dt).t()
         blocks = blocks_t.transpose(1, 2)
         scaled = torch.empty_like(states)  # dt * g_t: the input gradient
-        g = grad[steps - 1]
+        g = last_state_gradient(torch.empty_like(x0), grad, grad_last)
         for t in range(steps - 1, -1, -1):
             gu = torch.mul(g, dt, out=scaled[t])
             back = torch.bmm(gu.view(batch, count, block).transpose(0, 1), blocks)
             back = back.transpose(0, 1).reshape(batch, size)
             previous = states[t - 1] if t > 0 else x0
             back.mul_(_phi_slope(activation, previous))
-            g_prev = torch.mm(g, transition_t) if t == 0 else torch.addmm(grad[t - 1], g, transition_t)
+            g_prev = (torch.mm(g, transition_t) if t == 0 or grad is None
+                      else torch.addmm(grad[t - 1], g, transition_t))
             g = g_prev.add_(back)
         grad_x0 = g
         grad_feedback = x0.t() @ scaled[0]
@@ -156,9 +163,10 @@ def network_euler(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tens
                   blocks_t: torch.Tensor, step_size: float, activation: str = "relu",
                   input_weight: torch.Tensor | None = None,
                   input_bias: torch.Tensor | None = None,
-                  backend: str | None = None) -> torch.Tensor:
-    """States ``(T, B, N)`` of K same-size rate subnetworks joined by feedback, Euler
-    (paper 000, eq. 5 with eq. 1 parts).
+                  backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(states, last)``: the states ``(T, B, N)`` of K same-size rate subnetworks joined by
+    feedback, Euler (paper 000, eq. 5 with eq. 1 parts), and the last state ``(B, N)`` as a
+    separate tensor (see :func:`stablernn.engine.lipschitz.lipschitz_euler`).
 
     ``inputs``: ``U s_t + b`` for all steps ``(T, B, N)``, or the raw inputs ``(T, B, F)`` when
     ``input_weight`` (``(N, F)``) and optionally ``input_bias`` are given (the native path then
@@ -183,12 +191,14 @@ def network_euler(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tens
         if needs_grad:
             return _NativeNetworkEuler.apply(inputs, weight, bias, x0, feedback_t, blocks_t,
                                              step_size, activation)
-        return native.load().network_forward(
-            inputs, _empty(x0) if weight is None else weight, _empty(x0) if bias is None else bias,
+        states = native.load().network_forward(
+            inputs, empty_like(x0) if weight is None else weight, empty_like(x0) if bias is None else bias,
             x0, feedback_t, blocks_t, step_size, ACTIVATIONS[activation], False)[0]
+        return states, states[-1]
     if input_weight is not None:
         inputs = F.linear(inputs, input_weight, input_bias)
     if needs_grad:
         return _PythonNetworkEuler.apply(inputs, x0, feedback_t, blocks_t, step_size, activation)
     with torch.no_grad():
-        return _python_forward(inputs, x0, feedback_t, blocks_t, step_size, activation)
+        states = _python_forward(inputs, x0, feedback_t, blocks_t, step_size, activation)
+    return states, states[-1]

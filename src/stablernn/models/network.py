@@ -126,12 +126,13 @@ class NetworkOfNetworks(RecurrentLayer):
         super().__init__(cell, batch_first=batch_first, check_finite=check_finite)
         self.engine = check_choice("engine", engine, ENGINES)
 
-    def run(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    def run(self, inputs: torch.Tensor,
+            hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Time-major core: the engine where it applies (``engine="auto"``), else the loop."""
         if self.engine == "auto":
-            states = run_network(self.cell, inputs, hidden)
-            if states is not None:
-                return states
+            result = run_network(self.cell, inputs, hidden)
+            if result is not None:
+                return result
         return super().run(inputs, hidden)
 
     @property

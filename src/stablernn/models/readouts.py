@@ -27,11 +27,11 @@ class SequenceClassifier(nn.Module):
         self.readout = nn.Linear(rnn.hidden_size, num_classes)
 
     def forward(self, input: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
-        output = _states(self.rnn, input, h0)
-        if output.dim() == 2:  # unbatched (T, N)
-            return self.readout(output[-1])
-        last = output[:, -1] if getattr(self.rnn, "batch_first", False) else output[-1]
-        return self.readout(last)
+        # h_n, not output[-1]: the same state, without a dense (T, B, N) gradient in backward
+        _, last = self.rnn(input, h0) if h0 is not None else self.rnn(input)
+        if isinstance(last, tuple):  # nn.LSTM: (h_n, c_n)
+            last = last[0]
+        return self.readout(last[-1])
 
 
 class PerStepReadout(nn.Module):

@@ -126,15 +126,17 @@ class RecurrentLayer(nn.Module):
     def forward(self, input: torch.Tensor, h0: torch.Tensor | None = None):
         inputs, unbatched = self._time_major(input)
         hidden = self._initial_state(h0, inputs, unbatched)
-        states = self.run(inputs, hidden)
-        last = states[-1]
+        states, last = self.run(inputs, hidden)
         if unbatched:
             return states.squeeze(1), last.reshape(1, self.hidden_size)
         output = states.transpose(0, 1) if self.batch_first else states
         return output, last.unsqueeze(0)
 
-    def run(self, inputs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        """Time-major core: inputs ``(T, B, F)``, state ``(B, N)`` -> states ``(T, B, N)``."""
+    def run(self, inputs: torch.Tensor,
+            hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Time-major core: inputs ``(T, B, F)``, state ``(B, N)`` -> ``(states, last)``: states
+        ``(T, B, N)`` and the last state ``(B, N)`` as its own tensor, so that a loss on the last
+        state alone does not make autograd build a dense ``(T, B, N)`` gradient."""
         cell = self.cell
         prepared = cell.prepare()
         projected = cell.project_input(inputs)
@@ -143,7 +145,7 @@ class RecurrentLayer(nn.Module):
         for projected_t in projected.unbind(0):
             hidden = cell.step(hidden, projected_t, prepared)
             states.append(hidden)
-        return torch.stack(states)
+        return torch.stack(states), hidden
 
     def extra_repr(self) -> str:
         return f"batch_first={self.batch_first}"
