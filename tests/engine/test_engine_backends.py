@@ -63,12 +63,36 @@ def test_a_failing_build_falls_back(fresh_state, monkeypatch):
         raise RuntimeError("Error building extension 'x': c++: fatal error")
 
     monkeypatch.setattr(cpp_extension, "load_inline", broken)
-    monkeypatch.setattr(native, "extension_name", lambda: "stablernn_engine_test_missing")
+    monkeypatch.setattr(native, "extension_name", lambda flags=None: "stablernn_engine_test_missing")
     assert native.load() is None
     assert "failed to build" in native.fallback_reason()
     layer = SparseComboNet(1, num_subnetworks=2, subnetwork_size=4, density=0.3, seed=0)
     output, _ = layer(torch.randn(5, 2, 1))
     assert output.shape == (5, 2, 8)
+
+
+def test_a_failing_openmp_build_retries_without_openmp(fresh_state, monkeypatch, caplog):
+    """A compiler without OpenMP support still gets native kernels (on one thread), and says so."""
+    tried = []
+
+    class Kernels:
+        def set_cache_limit(self, limit):
+            self.limit = limit
+
+    def compile_with(flags):
+        tried.append(list(flags))
+        if "-fopenmp" in flags:
+            raise RuntimeError("Error building extension: unsupported option '-fopenmp'")
+        return Kernels()
+
+    monkeypatch.setattr(native, "_flag_sets", lambda: [["-O3", "-fopenmp"], ["-O3"]])
+    monkeypatch.setattr(native, "_compile", compile_with)
+    with caplog.at_level(logging.WARNING, logger="stablernn.engine"):
+        assert isinstance(native.load(), Kernels)
+    assert tried == [["-O3", "-fopenmp"], ["-O3"]]
+    assert native.fallback_reason() is None
+    assert "without OpenMP" in caplog.text and "-fopenmp" in caplog.text
+    assert native.extension_name(["-O3"]) != native.extension_name(["-O3", "-fopenmp"])
 
 
 def test_backend_choice_follows_device_dtype_and_forcing():

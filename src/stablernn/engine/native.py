@@ -48,15 +48,18 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
 
 
-def _compile_flags() -> list[str]:
-    # OpenMP as torch itself uses it: without it ATen's parallel_for, compiled into the
-    # extension, runs its chunks one after another on the calling thread.
-    openmp = sys.platform.startswith("linux") and "parallel backend: OpenMP" in torch.__config__.parallel_info()
-    return ["-O3", "-fopenmp"] if openmp else ["-O3"]
+def _flag_sets() -> list[list[str]]:
+    """Compiler flags to try, best first. With OpenMP, as torch itself is built on Linux: without
+    it, ATen's ``parallel_for`` compiled into the extension runs its chunks one after another on
+    the calling thread (correct, but the kernels then use one core)."""
+    openmp = (sys.platform.startswith("linux")
+              and "parallel backend: OpenMP" in torch.__config__.parallel_info())
+    return [["-O3", "-fopenmp"], ["-O3"]] if openmp else [["-O3"]]
 
 
-def extension_name() -> str:
-    key = SOURCE + torch.__version__ + " ".join(_compile_flags())
+def extension_name(flags: list[str] | None = None) -> str:
+    flags = _flag_sets()[0] if flags is None else flags
+    key = SOURCE + torch.__version__ + " ".join(flags)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return f"stablernn_engine_{digest}"
 
@@ -70,29 +73,42 @@ def _cache_limit_bytes() -> int:
         return 1024 * 2**20
 
 
+def _compile(flags: list[str]) -> Any:
+    from torch.utils import cpp_extension
+
+    name = extension_name(flags)
+    try:
+        build_dir = cpp_extension._get_build_directory(name, verbose=False)
+        cached = os.path.exists(os.path.join(build_dir, f"{name}.so"))
+    except Exception:  # a private helper: its absence only costs the log line below
+        build_dir, cached = None, True
+    if not cached:
+        log.warning("stablernn engine: compiling the native kernels (first use, about a "
+                    "minute; cached afterwards in %s)", build_dir)
+    link = [flag for flag in flags if flag == "-fopenmp"]
+    return cpp_extension.load_inline(name, cpp_sources=[SOURCE], extra_cflags=flags,
+                                     extra_ldflags=link, verbose=False)
+
+
 def _build() -> tuple[Any, str | None]:
     if _disabled_by_env():
         return None, "disabled by STABLERNN_ENGINE_NATIVE=0"
     if _compiler() is None:
         return None, "no C++ compiler found (set CXX or install g++)"
-    try:
-        from torch.utils import cpp_extension
-
-        name = extension_name()
+    failures = []
+    for flags in _flag_sets():
         try:
-            build_dir = cpp_extension._get_build_directory(name, verbose=False)
-            cached = os.path.exists(os.path.join(build_dir, f"{name}.so"))
-        except Exception:  # a private helper: its absence only costs the log line below
-            build_dir, cached = None, True
-        if not cached:
-            log.warning("stablernn engine: compiling the native kernels (first use, about a "
-                        "minute; cached afterwards in %s)", build_dir)
-        module = cpp_extension.load_inline(name, cpp_sources=[SOURCE], extra_cflags=_compile_flags(),
-                                           extra_ldflags=[f for f in _compile_flags() if f != "-O3"],
-                                           verbose=False)
-    except Exception as error:  # any failure means: use the pure-PyTorch path
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return None, f"native kernels failed to build or load: {first_line}"
+            module = _compile(flags)
+        except Exception as error:  # any failure means: try the next flags, then the python path
+            text = str(error).strip()
+            failures.append(text.splitlines()[0] if text else type(error).__name__)
+            continue
+        if "-fopenmp" not in flags and len(_flag_sets()) > 1:
+            log.warning("stablernn engine: native kernels built without OpenMP (%s): they run "
+                        "on one thread", failures[0])
+        break
+    else:
+        return None, f"native kernels failed to build or load: {failures[0]}"
     module.set_cache_limit(_cache_limit_bytes())
     return module, None
 
