@@ -4,7 +4,9 @@ One sequential loop per sequence in C++: the matrix products call ATen (MKL on x
 elementwise work of a step is one fused pass over raw memory, and the large tensors the loop
 writes (states, stored slopes, per-step gradients) come from a small cache of memory blocks so
 that a training step does not pay the operating system's page faults for ~100 MB of fresh memory
-every time (measured: about 14-20 ms per 51 MB on these machines).
+every time (measured: about 14-20 ms per 51 MB on these machines). Each intra-op thread runs the
+loop for its own block of batch rows (``over_row_blocks``); built with OpenMP (see
+:func:`stablernn.engine.native._flag_sets`).
 
 Maths (row-vector states, one time step ``t``; the Python docstrings cite the papers):
 
