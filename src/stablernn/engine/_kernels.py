@@ -282,6 +282,7 @@ void over_row_blocks(int64_t B, int64_t blocks, Fn&& fn) {
   });
 }
 
+// Off: one block of rows and one elementwise chunk per step (how the figures above were compared).
 void set_parallel(bool on) { g_parallel = on; }
 
 void check_cpu(const Tensor& t, const char* name) {
