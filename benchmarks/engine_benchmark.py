@@ -274,7 +274,8 @@ def lipschitz_implementations(args) -> tuple[list[Implementation], dict]:
     loop.engine = "loop"
     add("stablernn loop", loop, lambda x, m=loop: _output_and_last(m(x)))
     python = copy.deepcopy(model)
-    add("engine, PyTorch path", python, lambda x, m=python: _output_and_last(m(x)), backend="python")
+    add("engine, PyTorch path", python, lambda x, m=python: _output_and_last(m(x)),
+        backend="python")
     eng = copy.deepcopy(model)
     add("engine", eng, lambda x, m=eng: _output_and_last(m(x)))
     lstm = nn.LSTM(1, N)
@@ -284,7 +285,7 @@ def lipschitz_implementations(args) -> tuple[list[Implementation], dict]:
     products = [
         {"name": "forward h [P | W^T]", "mkn": (B, N, 2 * N), "gflop": each},
         {"name": "backward [g | dz] [P^T ; W]", "mkn": (B, 2 * N, N), "gflop": each},
-        # the engine takes the weight gradients per 32-step chunk; a longer K is no faster
+        # the engine takes the weight gradients per 32-step chunk
         {"name": "weight gradients H^T [G | DZ]", "mkn": (N, min(T, 32) * B, 2 * N),
          "gflop": each},
     ]
@@ -311,12 +312,14 @@ def combo_implementations(args) -> tuple[list[Implementation], dict]:
     loop.engine = "loop"
     add("stablernn loop (batched blocks)", loop, lambda x, m=loop: _output_and_last(m(x)))
     python = copy.deepcopy(model)
-    add("engine, PyTorch path", python, lambda x, m=python: _output_and_last(m(x)), backend="python")
+    add("engine, PyTorch path", python, lambda x, m=python: _output_and_last(m(x)),
+        backend="python")
     eng = copy.deepcopy(model)
     add("engine", eng, lambda x, m=eng: _output_and_last(m(x)))
     T, B = args.steps, args.batch
     products = [  # the sparse blocks are fixed: no block weight gradient
-        {"name": "forward x P, backward g P^T", "mkn": (B, N, N), "gflop": 4 * T * B * N * N / 1e9},
+        {"name": "forward x P, backward g P^T", "mkn": (B, N, N),
+         "gflop": 4 * T * B * N * N / 1e9},
         # one product over all T B rows in the engine, timed here at 32 B rows (memory)
         {"name": "feedback gradient X^T GU", "mkn": (N, min(T, 32) * B, N),
          "gflop": 2 * T * B * N * N / 1e9},
@@ -382,7 +385,9 @@ def report(model: str, title: str, data: dict) -> str:
     lines.append("")
     for product in bound["products"]:
         m, k, n = product["mkn"]
-        shape = f"({m}x{k}) @ ({k}x{n})" + (f", {product['batch']} at once" if product.get("batch", 1) > 1 else "")
+        shape = f"({m}x{k}) @ ({k}x{n})"
+        if product.get("batch", 1) > 1:
+            shape += f", {product['batch']} at once"
         lines.append(f"- {product['name']}: {product['gflop']:.1f} GFLOP at "
                      f"{fmt_range(product['gflops'], digits=0)} GFLOP/s, {shape}")
     lines.append("")

@@ -63,7 +63,8 @@ def test_a_failing_build_falls_back(fresh_state, monkeypatch):
         raise RuntimeError("Error building extension 'x': c++: fatal error")
 
     monkeypatch.setattr(cpp_extension, "load_inline", broken)
-    monkeypatch.setattr(native, "extension_name", lambda flags=None: "stablernn_engine_test_missing")
+    monkeypatch.setattr(native, "extension_name",
+                        lambda flags=None: "stablernn_engine_test_missing")
     assert native.load() is None
     assert "failed to build" in native.fallback_reason()
     layer = SparseComboNet(1, num_subnetworks=2, subnetwork_size=4, density=0.3, seed=0)

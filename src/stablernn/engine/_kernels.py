@@ -258,7 +258,7 @@ void over_rows(int64_t B, int64_t n, Fn&& fn) {
 // cores: 36 us per forward step against 64 us with two-threaded GEMMs on all rows and a
 // single-threaded elementwise pass (the threads' per-step hand-over costs more than the work).
 // fn(block, r0, r1) for blocks of at least max(16, N / 8) rows; one block (all rows, GEMMs on
-// all threads) when the batch is too small to split. (Measured, T = 200, 2 threads: 1.2-1.5x
+// all threads) when the batch is too small to split. (Measured, T = 200, 2 threads: 1.2-1.6x
 // faster at N = 32-128 from 16 rows per block; at N = 512, 0.9x with 16 rows, 1.0x with 64.)
 int64_t row_blocks(int64_t B, int64_t N) {
   if (!g_parallel || at::in_parallel_region()) return 1;

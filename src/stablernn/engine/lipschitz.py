@@ -154,7 +154,8 @@ def lipschitz_euler(inputs: torch.Tensor, h0: torch.Tensor, transition_t: torch.
             return _NativeLipschitzEuler.apply(inputs, weight, bias, h0, transition_t,
                                                recurrent_t, step_size)
         states = native.load().lipschitz_forward(
-            inputs, empty_like(h0) if weight is None else weight, empty_like(h0) if bias is None else bias,
+            inputs, empty_like(h0) if weight is None else weight,
+            empty_like(h0) if bias is None else bias,
             h0, transition_t, recurrent_t, step_size, False)[0]
         return states, states[-1]
     if input_weight is not None:

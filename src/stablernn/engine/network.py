@@ -60,8 +60,6 @@ def _transition(feedback_t: torch.Tensor, step_size: float) -> torch.Tensor:
     return eye.mul_(1.0 - step_size).add_(feedback_t, alpha=step_size)
 
 
-
-
 class _NativeNetworkEuler(torch.autograd.Function):
     """Native kernels; ``inputs`` projected ``(T, B, N)`` or raw ``(T, B, F)`` with the input
     layer's weight (and bias) applied inside the loop."""
@@ -192,7 +190,8 @@ def network_euler(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tens
             return _NativeNetworkEuler.apply(inputs, weight, bias, x0, feedback_t, blocks_t,
                                              step_size, activation)
         states = native.load().network_forward(
-            inputs, empty_like(x0) if weight is None else weight, empty_like(x0) if bias is None else bias,
+            inputs, empty_like(x0) if weight is None else weight,
+            empty_like(x0) if bias is None else bias,
             x0, feedback_t, blocks_t, step_size, ACTIVATIONS[activation], False)[0]
         return states, states[-1]
     if input_weight is not None:
