@@ -22,6 +22,11 @@ def test_bench_runs_small_and_reports_ratios_and_agreement(tmp_path, capsys):
             if figures["max_state_deviation"] is not None:  # same model, same weights
                 assert figures["max_state_deviation"] < 1e-5, name
         assert all(target["measured"] > 0 for target in result[model]["targets"])
+        # the stricter bound takes the better rate of each product, so it is never longer
+        bound = result[model]["bound"]["bound_s"]
+        assert 0 < bound["best"] <= bound["one product"]
+        for product in result[model]["bound"]["products"]:
+            assert product["gflops"]["best"]["median"] >= product["gflops"]["one product"]["median"]
     assert result["engine_path"]
 
 
