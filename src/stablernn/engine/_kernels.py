@@ -344,24 +344,29 @@ struct InputGrads {
   }
 };
 
-// out (R, n) <- [addend +] rows (R, k) @ right (k, n), all contiguous: one step's product. With R
-// even, as a batch of two products of R/2 rows against `right` expanded (no copy): ATen hands a
-// batch to MKL's batched GEMM, which costs less per call than its plain GEMM (one thread, the
+// step_product(out, rows, addend): out (R, n) <- [addend +] rows (R, k) @ right (k, n), all
+// contiguous: one step's product, `right` fixed for the sequence. With R even, as a batch of two
+// products of R/2 rows against `right` expanded (no copy): ATen hands a batch to MKL's batched GEMM, which costs less per call than its plain GEMM (one thread, the
 // backward's (64 x 256) @ (256 x 128): 27.5 against 32.5 us; the whole backward of T = 784,
 // B = N = 128 on two threads: 61.9 against 64.0 and 62.0 against 64.3 ms).
-void step_product(Tensor out, const Tensor& rows, const Tensor& right, const Tensor& addend) {
-  const int64_t R = rows.size(0), k = rows.size(1), n = right.size(1);
-  if (R < 2 || R % 2 != 0) {
-    if (addend.defined()) at::addmm_out(out, addend, rows, right);
-    else at::mm_out(out, rows, right);
-    return;
+struct StepProduct {
+  Tensor right, batched;  // (k, n), and the same expanded to (2, k, n) once per sequence
+  explicit StepProduct(const Tensor& right_)
+      : right(right_), batched(right_.unsqueeze(0).expand({2, right_.size(0), right_.size(1)})) {}
+
+  void operator()(Tensor out, const Tensor& rows, const Tensor& addend) const {
+    const int64_t R = rows.size(0), k = rows.size(1), n = right.size(1);
+    if (R < 2 || R % 2 != 0) {
+      if (addend.defined()) at::addmm_out(out, addend, rows, right);
+      else at::mm_out(out, rows, right);
+      return;
+    }
+    Tensor out2 = out.view({2, R / 2, n});
+    Tensor rows2 = rows.view({2, R / 2, k});
+    if (addend.defined()) at::baddbmm_out(out2, addend.view({2, R / 2, n}), rows2, batched);
+    else at::bmm_out(out2, rows2, batched);
   }
-  Tensor out2 = out.view({2, R / 2, n});
-  Tensor rows2 = rows.view({2, R / 2, k});
-  Tensor batched = right.unsqueeze(0).expand({2, k, n});
-  if (addend.defined()) at::baddbmm_out(out2, addend.view({2, R / 2, n}), rows2, batched);
-  else at::bmm_out(out2, rows2, batched);
-}
+};
 
 // inputs: projected (T,B,N) when win is empty, else raw (T,B,F) with win (N,F), bias (N) or empty.
 // h0 (B,N), P (N,N) transition (row form), Wt (N,N). Returns states and (when store) tanh(z).
@@ -373,6 +378,7 @@ std::vector<Tensor> lipschitz_forward(Tensor inputs, Tensor win, Tensor bias, Te
   const int64_t F = fused ? inputs.size(2) : 0;
   auto opts = inputs.options();
   Tensor MW = at::cat({P, Wt}, 1).contiguous();  // h [P | W^T]: one GEMM per step
+  const StepProduct step_product(MW);
   Tensor winT = fused ? win.t().contiguous() : at::empty({0}, opts);
   Tensor b = bias.contiguous();
   auto states = pooled_empty({T, B, N}, opts);
@@ -388,7 +394,7 @@ std::vector<Tensor> lipschitz_forward(Tensor inputs, Tensor win, Tensor bias, Te
       Tensor h = h0.narrow(0, r0, R);
       for (int64_t t = 0; t < T; ++t) {
         Tensor st = states.select(0, t).narrow(0, r0, R);
-        step_product(hm, h, MW, Tensor());
+        step_product(hm, h, Tensor());
         const scalar_t* hp = hm.data_ptr<scalar_t>();
         const scalar_t* up = fused ? nullptr : in + (t * B + r0) * N;
         const scalar_t* xp = fused ? in + (t * B + r0) * F : nullptr;
@@ -425,6 +431,7 @@ std::vector<Tensor> lipschitz_backward(Tensor G, Tensor G_last, Tensor states, T
   auto opts = states.options();
   // [P^T ; W] (2N, N): a step's two products are one GEMM on the row [g | dz]
   Tensor MT = at::cat({P.t(), Wt.t()}, 0).contiguous();
+  const StepProduct step_product(MT);
   const bool keep_all = !fused || need_inputs;
   const int64_t chunk = keep_all ? T : std::min(T, CHUNK);
   std::vector<Tensor> buffers;
@@ -467,9 +474,9 @@ std::vector<Tensor> lipschitz_backward(Tensor G, Tensor G_last, Tensor states, T
           });
           if (fused) input_grads[c].add<scalar_t>(R, gp + N, 2 * N, inputs.data_ptr<scalar_t>() + (t * B + r0) * F);
           if (t > 0) {
-            step_product(g, gz, MT, per_step ? G.select(0, t - 1).narrow(0, r0, R) : Tensor());
+            step_product(g, gz, per_step ? G.select(0, t - 1).narrow(0, r0, R) : Tensor());
           } else {
-            step_product(grad_h0.narrow(0, r0, R), gz, MT, Tensor());
+            step_product(grad_h0.narrow(0, r0, R), gz, Tensor());
           }
         }
       });
