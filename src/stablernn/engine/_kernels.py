@@ -346,9 +346,10 @@ struct InputGrads {
 
 // step_product(out, rows, addend): out (R, n) <- [addend +] rows (R, k) @ right (k, n), all
 // contiguous: one step's product, `right` fixed for the sequence. With R even, as a batch of two
-// products of R/2 rows against `right` expanded (no copy): ATen hands a batch to MKL's batched GEMM, which costs less per call than its plain GEMM (one thread, the
-// backward's (64 x 256) @ (256 x 128): 27.5 against 32.5 us; the whole backward of T = 784,
-// B = N = 128 on two threads: 61.9 against 64.0 and 62.0 against 64.3 ms).
+// products of R/2 rows against `right` expanded (no copy): ATen hands a batch to MKL's batched
+// GEMM, which costs less per call than its plain GEMM (one thread, the backward's
+// (64 x 256) @ (256 x 128): 27.5 against 32.5 us; the whole backward of T = 784, B = N = 128 on
+// two threads: 61.9 against 64.0 and 62.0 against 64.3 ms).
 struct StepProduct {
   Tensor right, batched;  // (k, n), and the same expanded to (2, k, n) once per sequence
   explicit StepProduct(const Tensor& right_)
