@@ -8,6 +8,12 @@ in the continuous time of the model's equation (tau = 1), so that distances meas
 metric, ``|dx|_M = sqrt(dx^T M dx)``, shrink at least like ``exp(-rate t)``.
 ``max_euler_step`` is a step h such that every Euler step of size in ``(0, h)`` is a
 contraction of the discrete map in the same metric (see :mod:`stablernn.contraction.discrete`).
+
+The map a model actually runs is certified separately (:mod:`stablernn.contraction.as_run`):
+``step_factor`` bounds ``||J_step||_M`` over every Jacobian of one step of that map, at the
+model's own ``step_size`` and ``method``, and ``contracting_as_run`` is True only when
+``step_factor < 1`` was verified. Distances then shrink at least like ``step_factor^k`` after k
+steps, whatever the states and inputs.
 """
 
 from __future__ import annotations
@@ -38,8 +44,15 @@ class Certificate:
         max_euler_step: Euler steps h in ``(0, max_euler_step)`` keep the discrete map
             contracting in the same metric; None when unknown.
         reason: one line in plain words.
-        details: extra numbers (JSON-serialisable), e.g. the discrete-time factor at the
-            model's step size or whether the rate is exact.
+        details: extra numbers (JSON-serialisable), e.g. which bound gave the step factor
+            or whether the rate is exact.
+        step_size: the model's own step (None for a bare matrix or a continuous-time system).
+        method: the model's discretization (``"euler"``, ``"rk2"``, ``"exponential"``,
+            ``"splitting"``), or None.
+        step_factor: a sound upper bound rho on ``||J_step||_M`` for every Jacobian of one step
+            of the map as it runs (``J_step^T M J_step <= rho^2 M``), float32 rounding paid
+            for; None when not computed.
+        contracting_as_run: True only when ``step_factor < 1`` was verified.
     """
 
     contracting: bool
@@ -49,6 +62,23 @@ class Certificate:
     max_euler_step: float | None
     reason: str
     details: Mapping[str, Any] = field(default_factory=dict)
+    step_size: float | None = None
+    method: str | None = None
+    step_factor: float | None = None
+    contracting_as_run: bool = False
+
+    @classmethod
+    def failed(cls, condition: str, reason: str, details: Mapping[str, Any] | None = None,
+               **as_run: Any) -> Certificate:
+        """A certificate that proves nothing, with the reason."""
+        return cls(False, condition, None, None, None, reason, dict(details or {}), **as_run)
+
+    @property
+    def rate_per_step(self) -> float | None:
+        """``-log(step_factor)`` when the map as it runs contracts, else None."""
+        if not self.contracting_as_run or self.step_factor is None:
+            return None
+        return math.inf if self.step_factor <= 0 else -math.log(self.step_factor)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (metric as nested lists, non-finite numbers as None)."""
@@ -60,6 +90,10 @@ class Certificate:
             "max_euler_step": _json_number(self.max_euler_step),
             "reason": self.reason,
             "details": _jsonable(dict(self.details)),
+            "step_size": _json_number(self.step_size),
+            "method": self.method,
+            "step_factor": _json_number(self.step_factor),
+            "contracting_as_run": bool(self.contracting_as_run),
         }
 
     def to_json(self, **kwargs: Any) -> str:
@@ -67,9 +101,9 @@ class Certificate:
 
     def describe(self) -> str:
         """The certificate in plain words (a few lines)."""
-        lines = []
+        lines = [self.as_run_verdict()]
         if self.contracting:
-            lines.append(f"Contracting, by {self.condition}.")
+            lines.append(f"Continuous time: contracting, by {self.condition}.")
             lines.append(
                 f"Distances between any two trajectories, measured in the metric, shrink at "
                 f"least like exp(-{self.rate:.4g} t) (continuous time, tau = 1)."
@@ -80,7 +114,8 @@ class Certificate:
                     "contracting in the same metric."
                 )
         else:
-            lines.append(f"Not certified as contracting (best condition tried: {self.condition}).")
+            lines.append(f"Continuous time: not certified as contracting (best condition tried: "
+                         f"{self.condition}).")
         if self.metric is not None:
             metric = np.asarray(self.metric)
             kind = "diagonal" if np.count_nonzero(metric - np.diag(np.diag(metric))) == 0 else "full"
@@ -89,6 +124,17 @@ class Certificate:
             lines.append(f"Metric: {kind}, {metric.shape[0]} x {metric.shape[1]}.")
         lines.append(f"Reason: {self.reason}")
         return "\n".join(lines)
+
+    def as_run_verdict(self) -> str:
+        """One line: is the map the model runs certified, and why not."""
+        if self.step_size is None:
+            return "No step: only the continuous-time system is certified (no map as it runs)."
+        where = f"step {self.step_size:g}, {self.method}"
+        if self.contracting_as_run:
+            return (f"Certified as it runs ({where}): every step contracts distances in the metric "
+                    f"by at least the factor {self.step_factor:.6g}.")
+        why = self.details.get("as_run_reason") or "no step factor below 1 was verified"
+        return f"Not certified as it runs ({where}): {why}."
 
     def __str__(self) -> str:
         return self.describe()

@@ -8,8 +8,10 @@ process and path (``stablernn.engine`` logger, INFO).
 
 Supported (everything else runs the plain loop of ``RecurrentLayer.run``):
 
-- Lipschitz RNN: ``method="euler"``. (RK2 runs the loop.)
-- Networks of networks: ``method="euler"``, every leaf a rate subnetwork (paper 000, eq. 1) of
+- Lipschitz RNN: ``method="euler"`` and ``"exponential"`` (the same kernel with
+  ``T = exp(eps alpha A)``). (RK2 runs the loop.)
+- Networks of networks: ``method="euler"`` (native kernels) and ``"splitting"`` (the PyTorch
+  path of :mod:`stablernn.engine.splitting`), every leaf a rate subnetwork (paper 000, eq. 1) of
   one size and one activation (relu, tanh, sigmoid, softplus), so that all run as one batched
   group, and no hierarchical connections. (RK2, mixed sizes or activations, Lipschitz parts and
   hierarchical connections run the loop.)
@@ -29,6 +31,7 @@ from torch import nn
 from stablernn.engine import native
 from stablernn.engine.lipschitz import lipschitz_euler
 from stablernn.engine.network import ACTIVATIONS, network_euler
+from stablernn.engine.splitting import network_splitting
 
 log = logging.getLogger("stablernn.engine")
 ENGINES = ("auto", "loop")
@@ -71,8 +74,9 @@ def _input_layer(cell: Any, inputs: torch.Tensor, backend: str):
 
 def lipschitz_unsupported(cell: Any) -> str | None:
     """Why the engine does not run this Lipschitz cell (``None``: it does)."""
-    if getattr(cell, "method", None) != "euler":
-        return f"method={getattr(cell, 'method', None)!r} (the engine runs Euler only)"
+    if getattr(cell, "method", None) not in ("euler", "exponential"):
+        return (f"method={getattr(cell, 'method', None)!r} (the engine runs the Euler and "
+                "exponential steps)")
     return None
 
 
@@ -98,8 +102,9 @@ def run_lipschitz(cell: Any, inputs: torch.Tensor,
 
 def network_unsupported(cell: Any, prepared: dict[str, Any] | None = None) -> str | None:
     """Why the engine does not run this ``AssemblyCell`` (``None``: it does)."""
-    if getattr(cell, "method", None) != "euler":
-        return f"method={getattr(cell, 'method', None)!r} (the engine runs Euler only)"
+    if getattr(cell, "method", None) not in ("euler", "splitting"):
+        return (f"method={getattr(cell, 'method', None)!r} (the engine runs the Euler and "
+                "splitting steps)")
     prepared = cell.prepare() if prepared is None else prepared
     if prepared["connections"]:
         return "hierarchical connections"
@@ -116,14 +121,19 @@ def run_network(cell: Any, inputs: torch.Tensor,
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(states, last)`` of an ``AssemblyCell`` over time-major ``inputs``, or ``None`` when
     the engine does not support the configuration."""
-    if getattr(cell, "method", None) != "euler":
-        _log_path("NetworkOfNetworks", "loop")
-        return None
     prepared = cell.prepare()
     if network_unsupported(cell, prepared) is not None:
         _log_path("NetworkOfNetworks", "loop")
         return None
     group, blocks_t = prepared["groups"][0]
+    if cell.method == "splitting":
+        tensors = [inputs, hidden, prepared["flow_t"], blocks_t]
+        if not _uniform(tensors + list(cell.input_projection.parameters())):
+            _log_path("NetworkOfNetworks (splitting)", "loop")
+            return None
+        _log_path("NetworkOfNetworks (splitting)", "python")
+        return network_splitting(cell.project_input(inputs), hidden, prepared["flow_t"],
+                                 blocks_t, cell.step_size, group.leaves[0].activation_name)
     feedback_t = prepared["feedback_t"]
     tensors = [inputs, hidden, feedback_t, blocks_t, *cell.input_projection.parameters()]
     if not _uniform(tensors):

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from stablernn._checks import check_choice, check_non_negative, check_positive, check_positive_int
+from stablernn._checks import (
+    check_choice,
+    check_in_range,
+    check_non_negative,
+    check_positive,
+    check_positive_int,
+)
 from stablernn.engine import ENGINES, run_lipschitz
 from stablernn.models.recurrent import RecurrentCell, RecurrentLayer
-from stablernn.parametrizations import SymmetricSkew
+from stablernn.parametrizations import NormBounded, SymmetricSkew
 
-METHODS = ("euler", "rk2")
+METHODS = ("euler", "rk2", "exponential")
+PARAMETRIZATIONS = ("paper", "contracting")
 
 
 class LipschitzCell(RecurrentCell):
@@ -29,6 +38,24 @@ class LipschitzCell(RecurrentCell):
     - ``"rk2"`` (eq. 10, explicit midpoint): ``h~ = h_t + eps/2 f(h_t)``,
       ``h_{t+1} = h_t + eps f(h~)`` with ``f(h) = alpha A h + tanh(W h + U x_t + b)``; the input
       ``x_t`` is held constant over the step (zero-order hold).
+    - ``"exponential"``: the linear part exactly, the nonlinear term by Euler,
+      ``h_{t+1} = exp(eps alpha A) h_t + eps tanh(W h_t + U x_t + b)`` (first order, like eq. 9;
+      ``exp(eps alpha A) = I + eps alpha A + O(eps^2)``). Forward Euler never preserves
+      contraction of a skew part (``||I + eps S|| > 1``); the exponential does
+      (``||exp(eps S)|| = 1``).
+
+    Parametrizations:
+
+    - ``"paper"`` (default): A and W by eq. 6 with ``beta_a`` (0.75 unless given), ``gamma_a``,
+      ``beta_w``, ``gamma_w``. Nothing guarantees contraction; :func:`stablernn.certify` checks.
+    - ``"contracting"``: certified as it runs for every parameter value (with
+      ``method="exponential"``). ``A = (M - M^T) - gamma_a I`` (eq. 6 with ``beta_a = 1``:
+      skew minus damping, ``gamma_a > 0``), so ``||exp(eps alpha A)||_2 = exp(-eps alpha
+      gamma_a)``; ``W = w_max V / max(1, ||V||_2)`` with V by eq. 6 (``beta_w``, ``gamma_w``)
+      and ``w_max = share (1 - exp(-eps alpha gamma_a)) / eps`` (``share =
+      nonlinear_share`` in (0, 1)). Every one-step Jacobian ``exp(eps alpha A) + eps D W``
+      (``0 <= D <= I``) then has
+      ``||J||_2 <= exp(-eps alpha gamma_a) + share (1 - exp(-eps alpha gamma_a)) < 1``.
 
     Convention: column vectors, ``A h`` as the paper writes it. :attr:`A` and :attr:`W` return the
     matrices in that convention. (The official code multiplies row vectors ``h @ A``, i.e. it
@@ -42,7 +69,7 @@ class LipschitzCell(RecurrentCell):
         self,
         input_size: int,
         hidden_size: int,
-        beta_a: float = 0.75,
+        beta_a: float | None = None,
         gamma_a: float = 0.001,
         beta_w: float = 0.75,
         gamma_w: float = 0.001,
@@ -51,6 +78,8 @@ class LipschitzCell(RecurrentCell):
         alpha: float = 1.0,
         init_std: float = 0.1,
         bias: bool = True,
+        parametrization: str = "paper",
+        nonlinear_share: float = 0.5,
     ) -> None:
         super().__init__()
         self.input_size = check_positive_int("input_size", input_size)
@@ -58,9 +87,33 @@ class LipschitzCell(RecurrentCell):
         self.step_size = check_positive("step_size", step_size)
         self.method = check_choice("method", method, METHODS)
         self.alpha = check_non_negative("alpha", alpha)
-        self.param_a = SymmetricSkew(hidden_size, beta_a, gamma_a, init_std)
+        self.parametrization = check_choice("parametrization", parametrization, PARAMETRIZATIONS)
+        self.param_a = SymmetricSkew(hidden_size, 0.75 if beta_a is None else beta_a, gamma_a,
+                                     init_std)
         self.param_w = SymmetricSkew(hidden_size, beta_w, gamma_w, init_std)
+        if self.parametrization == "contracting":
+            if beta_a not in (None, 1, 1.0):
+                raise ValueError(f"beta_a must be 1 (A = skew - gamma_a I) for "
+                                 f"parametrization='contracting', got {beta_a!r}")
+            if not gamma_a > 0 or not self.alpha > 0:
+                raise ValueError("parametrization='contracting' needs gamma_a > 0 and alpha > 0 "
+                                 f"(the damping that makes every step contract), got gamma_a="
+                                 f"{gamma_a!r}, alpha={alpha!r}")
+            self.param_a = SymmetricSkew(hidden_size, 1.0, gamma_a, init_std)
+            share = check_in_range("nonlinear_share", nonlinear_share, 0.0, 1.0)
+            if not 0 < share < 1:
+                raise ValueError(f"nonlinear_share must be in (0, 1), got {nonlinear_share!r}")
+            damping = math.exp(-self.step_size * self.alpha * gamma_a)
+            self.param_w = NormBounded(self.param_w, share * (1.0 - damping) / self.step_size)
         self.input_projection = nn.Linear(input_size, hidden_size, bias=bias)
+
+    @property
+    def guaranteed_step_factor(self) -> float | None:
+        """The factor every parameter value gives (``"contracting"`` with ``"exponential"``)."""
+        if self.parametrization != "contracting" or self.method != "exponential":
+            return None
+        damping = math.exp(-self.step_size * self.alpha * self.param_a.gamma)
+        return damping + self.step_size * self.param_w.max_norm
 
     @property
     def A(self) -> torch.Tensor:
@@ -72,10 +125,19 @@ class LipschitzCell(RecurrentCell):
         """The hidden-to-hidden matrix inside tanh, ``W_{beta_w, gamma_w}`` (eq. 2b)."""
         return self.param_w()
 
+    def transition(self) -> torch.Tensor:
+        """The constant T of one step ``h_{t+1} = T h_t + eps tanh(...)`` (column convention):
+        ``I + eps alpha A`` (Euler) or ``exp(eps alpha A)`` (exponential); RK2 has none."""
+        if self.method == "rk2":
+            raise ValueError("the RK2 step has no constant transition matrix")
+        return self.prepare()[0].transpose(0, 1)
+
     def prepare(self):
         # Row-vector states (B, N): ``A h`` becomes ``h @ A^T``. Built once per forward pass.
         linear_t = self.alpha * self.A.transpose(0, 1)
         recurrent_t = self.W.transpose(0, 1)
+        if self.method == "exponential":
+            return torch.linalg.matrix_exp(self.step_size * linear_t), recurrent_t
         if self.method == "euler":
             # Fold the constant: h + eps*alpha*A h = h @ (I + eps*alpha*A)^T.
             identity = torch.eye(self.hidden_size, dtype=linear_t.dtype, device=linear_t.device)
@@ -83,7 +145,7 @@ class LipschitzCell(RecurrentCell):
         return linear_t, recurrent_t
 
     def step(self, hidden, projected_input, prepared):
-        if self.method == "euler":
+        if self.method != "rk2":
             transition_t, recurrent_t = prepared
             drive = torch.tanh(torch.addmm(projected_input, hidden, recurrent_t))
             return torch.addmm(drive, hidden, transition_t, beta=self.step_size)
@@ -99,7 +161,8 @@ class LipschitzCell(RecurrentCell):
     def extra_repr(self) -> str:
         return (
             f"{self.input_size}, {self.hidden_size}, step_size={self.step_size}, "
-            f"method={self.method!r}, alpha={self.alpha}"
+            f"method={self.method!r}, alpha={self.alpha}, "
+            f"parametrization={self.parametrization!r}"
         )
 
 
@@ -109,10 +172,12 @@ class LipschitzRNN(RecurrentLayer):
     ``LipschitzRNN(input_size, hidden_size, ...)`` takes the arguments of :class:`LipschitzCell`
     plus ``batch_first`` and ``check_finite``; ``forward(input, h0=None) -> (output, h_n)``.
     The step is :meth:`LipschitzCell.step`; ``A`` and ``W`` are built once per forward pass.
+    ``LipschitzRNN(1, 128, parametrization="contracting", method="exponential",
+    gamma_a=..., step_size=...)`` is certified as it runs for every parameter value.
 
     ``engine``: ``"auto"`` (default) runs the sequence on the fast recurrence engine
     (:mod:`stablernn.engine`, one autograd Function with hand-written BPTT) where it supports
-    the configuration (Euler), else the plain loop; ``"loop"`` always runs the plain loop of
+    the configuration (Euler and exponential), else the plain loop; ``"loop"`` always runs the plain loop of
     :meth:`RecurrentLayer.run`. Both compute the same states and gradients (to rounding).
     """
 
@@ -120,7 +185,7 @@ class LipschitzRNN(RecurrentLayer):
         self,
         input_size: int,
         hidden_size: int,
-        beta_a: float = 0.75,
+        beta_a: float | None = None,
         gamma_a: float = 0.001,
         beta_w: float = 0.75,
         gamma_w: float = 0.001,
@@ -129,6 +194,8 @@ class LipschitzRNN(RecurrentLayer):
         alpha: float = 1.0,
         init_std: float = 0.1,
         bias: bool = True,
+        parametrization: str = "paper",
+        nonlinear_share: float = 0.5,
         batch_first: bool = False,
         check_finite: bool = True,
         engine: str = "auto",
@@ -136,7 +203,8 @@ class LipschitzRNN(RecurrentLayer):
         cell = LipschitzCell(
             input_size, hidden_size, beta_a=beta_a, gamma_a=gamma_a, beta_w=beta_w,
             gamma_w=gamma_w, step_size=step_size, method=method, alpha=alpha,
-            init_std=init_std, bias=bias,
+            init_std=init_std, bias=bias, parametrization=parametrization,
+            nonlinear_share=nonlinear_share,
         )
         super().__init__(cell, batch_first=batch_first, check_finite=check_finite)
         self.engine = check_choice("engine", engine, ENGINES)
@@ -169,3 +237,10 @@ class LipschitzRNN(RecurrentLayer):
     @property
     def alpha(self) -> float:
         return self.cell.alpha
+
+    @property
+    def parametrization(self) -> str:
+        return self.cell.parametrization
+
+    def transition(self) -> torch.Tensor:
+        return self.cell.transition()

@@ -14,7 +14,7 @@ from stablernn.models.assembly import Assembly
 from stablernn.models.recurrent import RecurrentCell, RecurrentLayer
 from stablernn.models.subnetworks import RateSubnetwork, SparseSubnetwork, SVDSubnetwork
 
-METHODS = ("euler", "rk2")
+METHODS = ("euler", "rk2", "splitting")
 
 
 @dataclass
@@ -50,10 +50,18 @@ class AssemblyCell(RecurrentCell):
         x' = F(x) + L x + H(x) + u,    u = U s_t + b  (a trained linear input layer)
 
     F stacks the parts' dynamics (``-x_i + W_i phi(x_i)`` for rate subnetworks, eq. 1), L the
-    feedback, H the hierarchical connections. ``step_size`` is dt / tau. Euler:
-    ``x_{t+1} = x_t + dt x'``; ``"rk2"``: explicit midpoint with the input held over the step.
-    W blocks, L and H are built once per forward pass; same-size rate subnetworks run as one
-    batched matmul over blocks.
+    feedback, H the hierarchical connections. ``step_size`` is dt / tau. Methods:
+
+    - ``"euler"``: ``x_{t+1} = x_t + dt x'``;
+    - ``"rk2"``: explicit midpoint with the input held over the step;
+    - ``"splitting"`` (Lie-Trotter): the feedback's flow exactly, then an Euler step of the
+      parts, ``y = exp(dt L) x_t``, ``x_{t+1} = y + dt (F(y) + H(y) + u_t)``. L is skew in the
+      metric (``M L + L^T M = 0``), so ``exp(dt L)`` is an isometry of M whatever B is: the
+      step contracts whenever every part's own Euler step does, for every trained feedback
+      (forward Euler of ``x' = L x`` always expands: ``||I + dt L||_M > 1``). First order.
+
+    W blocks, L (or ``exp(dt L)``) and H are built once per forward pass; same-size rate
+    subnetworks run as one batched matmul over blocks.
     """
 
     def __init__(self, input_size: int, assembly: Assembly, step_size: float = 0.1,
@@ -76,10 +84,18 @@ class AssemblyCell(RecurrentCell):
             else:
                 prepared_groups.append((group, group.leaves[0].prepare()))
         connections = [(c, c.module.prepare()) for c in self.assembly.flat_connections()]
-        return {"groups": prepared_groups, "feedback_t": self.assembly.feedback_matrix().T,
-                "connections": connections}
+        feedback_t = self.assembly.feedback_matrix().T
+        prepared = {"groups": prepared_groups, "feedback_t": feedback_t, "connections": connections}
+        if self.method == "splitting":
+            prepared["flow_t"] = torch.linalg.matrix_exp(self.step_size * feedback_t)
+        return prepared
 
-    def vector_field(self, x: torch.Tensor, u: torch.Tensor, prepared: dict[str, Any]) -> torch.Tensor:
+    def feedback_flow(self) -> torch.Tensor:
+        """``exp(dt L)``, the feedback's exact flow over one step (column convention)."""
+        return torch.linalg.matrix_exp(self.step_size * self.assembly.feedback_matrix())
+
+    def vector_field(self, x: torch.Tensor, u: torch.Tensor, prepared: dict[str, Any],
+                     feedback: bool = True) -> torch.Tensor:
         parts = []
         for group, weights in prepared["groups"]:
             x_group, u_group = x[:, group.start:group.stop], u[:, group.start:group.stop]
@@ -91,7 +107,8 @@ class AssemblyCell(RecurrentCell):
             else:
                 parts.append(group.leaves[0].vector_field(x_group, u_group, weights))
         field = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        field = torch.addmm(field, x, prepared["feedback_t"])
+        if feedback:
+            field = torch.addmm(field, x, prepared["feedback_t"])
         if prepared["connections"]:
             extra = torch.zeros_like(field)
             for connection, matrix in prepared["connections"]:
@@ -100,6 +117,10 @@ class AssemblyCell(RecurrentCell):
         return field
 
     def step(self, hidden, projected_input, prepared):
+        if self.method == "splitting":
+            moved = hidden @ prepared["flow_t"]
+            return moved + self.step_size * self.vector_field(moved, projected_input, prepared,
+                                                              feedback=False)
         slope = self.vector_field(hidden, projected_input, prepared)
         if self.method == "euler":
             return hidden + self.step_size * slope
@@ -143,6 +164,10 @@ class NetworkOfNetworks(RecurrentLayer):
     def step_size(self) -> float:
         return self.cell.step_size
 
+    @property
+    def method(self) -> str:
+        return self.cell.method
+
 
 class SparseComboNet(NetworkOfNetworks):
     """Sparse Combo Net (paper 000, section 4): fixed sparse Theorem 1 subnetworks joined by
@@ -150,7 +175,10 @@ class SparseComboNet(NetworkOfNetworks):
 
     ``16 x 32`` at 3.3% density is the paper's best psMNIST / sCIFAR-10 network. Only B, the
     input layer (and the readout) are trained; the subnetworks are buffers. Each subnetwork is
-    drawn with seed ``seed + i`` (``seed=None``: drawn from torch's generator).
+    drawn with seed ``seed + i`` (``seed=None``: drawn from torch's generator). With
+    ``method="splitting"`` each subnetwork's metric is chosen for its own Euler step of size
+    ``step_size`` (see :class:`SparseSubnetwork`), so the network is certified as it runs for
+    every trained feedback.
     """
 
     def __init__(self, input_size: int, num_subnetworks: int = 16, subnetwork_size: int = 32,
@@ -163,7 +191,10 @@ class SparseComboNet(NetworkOfNetworks):
         check_positive_int("subnetwork_size", subnetwork_size)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1 - num_subnetworks, (1,)).item())
-        parts = [SparseSubnetwork(subnetwork_size, density, magnitude, activation, seed=seed + i)
+        check_choice("method", method, METHODS)
+        split_step = step_size if method == "splitting" else None
+        parts = [SparseSubnetwork(subnetwork_size, density, magnitude, activation, seed=seed + i,
+                                  step_size=split_step)
                  for i in range(num_subnetworks)]
         assembly = Assembly(parts, mask=mask, damping=damping, unconstrained=unconstrained,
                             feedback_init_std=feedback_init_std)

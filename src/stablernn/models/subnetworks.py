@@ -29,6 +29,7 @@ from stablernn.contraction import (
     relaxed_absolute,
     rnn_family,
 )
+from stablernn.contraction.as_run import scaled_diagonal_metric
 from stablernn.contraction.conditioning import well_conditioned_diagonal_metric
 from stablernn.contraction.metrics import normalized_lyapunov_value
 from stablernn.models.activations import activation
@@ -117,14 +118,26 @@ class SparseSubnetwork(RateSubnetwork):
     W and its metric are buffers: they are not trained. The metric is a verified diagonal metric
     of the Hurwitz Metzler matrix ``g|W| - I``, the best-conditioned of the identity and the
     closed forms (:func:`theorem1_metric`).
+
+    With ``step_size`` h (the splitting step of :class:`~stablernn.models.network.AssemblyCell`,
+    ``0 < h <= 1``) the metric is chosen for the part's own Euler step instead: a diagonal P
+    with ``||(1 - h) I + h g |W| ||_P`` at most ``1 - 0.75 h (1 - rho(g |W|))`` where it can
+    (:func:`~stablernn.contraction.as_run.scaled_diagonal_metric`); by the comparison argument
+    this bounds ``||I + h (-I + W D)||_P`` for every slope, and it also certifies Theorem 1 in
+    continuous time. A draw whose step factor is not below 1 is redrawn.
     """
 
     condition = "paper 000, Theorem 1"
 
     def __init__(self, size: int, density: float = 0.033, magnitude: float = 1.0,
                  activation_name: str = "relu", seed: int | None = None,
-                 max_tries: int = 1000) -> None:
+                 max_tries: int = 1000, step_size: float | None = None) -> None:
         super().__init__(size, activation_name)
+        if step_size is not None:
+            step_size = check_in_range("step_size", step_size, 0.0, 1.0)
+            if step_size == 0:
+                raise ValueError("step_size must be in (0, 1], got 0")
+        self.step_size = step_size
         self.density = check_in_range("density", density, 0.0, 1.0)
         if self.density == 0.0:
             raise ValueError("density must be a number in (0, 1], got 0.0")
@@ -133,13 +146,24 @@ class SparseSubnetwork(RateSubnetwork):
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # follows torch.manual_seed
         self.seed = seed
-        weight, self.tries = self._draw(np.random.default_rng(seed))
-        metric, rate = theorem1_metric(weight, self.slope_bound)
-        self.guaranteed_rate = rate
+        weight, self.tries, metric = self._draw(np.random.default_rng(seed))
+        comparison = self.slope_bound * relaxed_absolute(weight) - np.eye(size)
+        self.guaranteed_rate = -normalized_lyapunov_value(metric, comparison)
         self.register_buffer("weight_matrix", torch.as_tensor(weight, dtype=torch.float32))
         self.register_buffer("metric_matrix", torch.as_tensor(metric, dtype=torch.float32))
 
-    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    def _metric(self, weight: np.ndarray) -> np.ndarray | None:
+        """The metric of a drawn W, or None when its step does not contract."""
+        if self.step_size is None:
+            return theorem1_metric(weight, self.slope_bound)[0]
+        h, g = self.step_size, self.slope_bound
+        absolute = g * np.abs(weight)
+        radius = float(np.abs(np.linalg.eigvals(absolute)).max())
+        step_matrix = (1.0 - h) * np.eye(self.size) + h * absolute
+        metric, norm = scaled_diagonal_metric(step_matrix, 1.0 - 0.75 * h * (1.0 - radius))
+        return metric if norm < 1.0 - 1e-6 else None
+
+    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int, np.ndarray]:
         size, g = self.size, self.slope_bound
         for attempt in range(1, self.max_tries + 1):
             weight = scipy.sparse.random(
@@ -149,7 +173,9 @@ class SparseSubnetwork(RateSubnetwork):
             np.fill_diagonal(weight, 0.0)
             comparison = g * np.abs(weight) - np.eye(size)
             if np.linalg.eigvals(comparison).real.max() < 0:
-                return weight, attempt
+                metric = self._metric(weight)
+                if metric is not None:
+                    return weight, attempt, metric
         expected_row_sum = (size - 1) * self.density * self.magnitude / 2
         raise ValueError(
             f"no sparse subnetwork of size {size} with density={self.density} and "
@@ -168,7 +194,9 @@ class SparseSubnetwork(RateSubnetwork):
         return torch.diag(self.metric_matrix.diagonal().reciprocal())  # the metric is diagonal
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, density={self.density}, magnitude={self.magnitude}, seed={self.seed}"
+        step = "" if self.step_size is None else f", step_size={self.step_size}"
+        return (f"size={self.size}, density={self.density}, magnitude={self.magnitude}, "
+                f"seed={self.seed}{step}")
 
 
 class SVDSubnetwork(RateSubnetwork):

@@ -1,5 +1,6 @@
 """Free parameters -> structured matrices (and, where known, their metric)."""
 
+from stablernn.parametrizations.norm_bounded import NormBounded
 from stablernn.parametrizations.symmetric_skew import SymmetricSkew
 
-__all__ = ["SymmetricSkew"]
+__all__ = ["NormBounded", "SymmetricSkew"]

@@ -1,0 +1,101 @@
+"""Networks of rate subnetworks, splitting step: the recurrence of a whole sequence.
+
+The step of ``AssemblyCell(method="splitting")`` in row form (states ``(B, N)``), K same-size
+blocks of n units, ``E^T = exp(dt L)^T`` (``flow_t``)::
+
+    y_t = x_t E^T,     x_{t+1} = (1 - dt) y_t + dt (blocks(phi(y_t)) + u_t)
+
+with ``blocks(z)_k = z_k W_k^T`` (a batched product over the blocks). Pure PyTorch (any
+device and dtype), one autograd Function with hand-written BPTT; no native kernel yet.
+
+Backward: with ``gu_t = dt g_t`` (g the gradient of ``x_{t+1}``),
+``gy_t = (1 - dt) g_t + phi'(y_t) * blocks^T(gu_t)`` and ``g_{t-1} = G_{t-1} + gy_t E``. After
+the loop, from ``Y = X_prev E^T`` rebuilt in one product: ``d(E^T) = X_prev^T GY``,
+``d(W_k^T) = phi(Y)_k^T GU_k``, ``du = GU``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from stablernn.engine._outputs import last_state_gradient
+from stablernn.engine.network import _phi, _phi_slope
+
+
+def _mix(values: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """``blocks(values)``: each block of n columns times its own (n, n) matrix."""
+    batch, size = values.shape
+    count, block = blocks.shape[0], blocks.shape[1]
+    mixed = torch.bmm(values.view(batch, count, block).transpose(0, 1), blocks)
+    return mixed.transpose(0, 1).reshape(batch, size)
+
+
+def _forward(u, x0, flow_t, blocks_t, step_size, activation):
+    states = torch.empty_like(u)
+    x = x0
+    for t in range(u.shape[0]):
+        moved = x @ flow_t
+        drive = _mix(_phi(activation, moved), blocks_t).add_(u[t])
+        torch.add(drive.mul_(step_size), moved, alpha=1.0 - step_size, out=states[t])
+        x = states[t]
+    return states
+
+
+class _Splitting(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, x0, flow_t, blocks_t, step_size, activation):
+        ctx.set_materialize_grads(False)
+        states = _forward(u, x0, flow_t, blocks_t, step_size, activation)
+        ctx.save_for_backward(states, x0, flow_t, blocks_t)
+        ctx.step_size, ctx.activation = step_size, activation
+        return states, states[-1].clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_states, grad_last):
+        if grad_states is None and grad_last is None:
+            return (None,) * 6
+        states, x0, flow_t, blocks_t = ctx.saved_tensors
+        dt, activation = ctx.step_size, ctx.activation
+        steps, batch, size = states.shape
+        previous = torch.cat([x0.unsqueeze(0), states[:-1]]).reshape(-1, size)
+        moved = (previous @ flow_t).view(steps, batch, size)
+        blocks = blocks_t.transpose(1, 2)
+        scaled = torch.empty_like(states)  # dt g_t: the input gradient
+        moved_grad = torch.empty_like(states)
+        g = last_state_gradient(torch.empty_like(x0), grad_states, grad_last)
+        for t in range(steps - 1, -1, -1):
+            gu = torch.mul(g, dt, out=scaled[t])
+            back = _mix(gu, blocks).mul_(_phi_slope(activation, moved[t]))
+            gy = torch.add(back, g, alpha=1.0 - dt, out=moved_grad[t])
+            g = gy @ flow_t.t()
+            if t > 0 and grad_states is not None:
+                g.add_(grad_states[t - 1])
+        grad_flow = previous.t() @ moved_grad.reshape(-1, size)
+        grad_blocks = None
+        if ctx.needs_input_grad[3]:
+            count, block = blocks_t.shape[0], blocks_t.shape[1]
+            phi = _phi(activation, moved).reshape(-1, count, block).permute(1, 2, 0)
+            grad_blocks = torch.bmm(phi, scaled.reshape(-1, count, block).transpose(0, 1))
+        return scaled, g, grad_flow, grad_blocks, None, None
+
+
+def network_splitting(inputs: torch.Tensor, x0: torch.Tensor, flow_t: torch.Tensor,
+                      blocks_t: torch.Tensor, step_size: float,
+                      activation: str = "relu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(states, last)`` of K same-size rate subnetworks joined by feedback, splitting step
+    (module docstring). ``inputs``: ``U s_t + b`` ``(T, B, N)``; ``x0``: ``(B, N)``;
+    ``flow_t``: ``exp(dt L)^T`` ``(N, N)``; ``blocks_t``: stacked ``W_k^T`` ``(K, n, n)``.
+    Differentiable in every tensor."""
+    inputs, x0 = inputs.contiguous(), x0.contiguous()
+    flow_t, blocks_t = flow_t.contiguous(), blocks_t.contiguous()
+    if blocks_t.shape[0] * blocks_t.shape[1] != x0.shape[-1]:
+        raise ValueError(f"blocks {tuple(blocks_t.shape)} do not cover {x0.shape[-1]} units")
+    step_size = float(step_size)
+    tensors = (inputs, x0, flow_t, blocks_t)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _Splitting.apply(inputs, x0, flow_t, blocks_t, step_size, activation)
+    with torch.no_grad():
+        states = _forward(inputs, x0, flow_t, blocks_t, step_size, activation)
+    return states, states[-1]
