@@ -19,6 +19,7 @@ from stablernn.models import (
 )
 from stablernn.certification import certify
 from stablernn.contraction import Certificate
+from stablernn.experiments.evaluation import load_run
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,5 @@ __all__ = [
     "Certificate", "certify", "GRU", "LSTM", "ODERNN", "AntisymmetricRNN", "Assembly", "HierarchicalConnection",
     "LipschitzCell", "LipschitzRNN", "NetworkOfNetworks", "PerStepReadout", "SVDComboNet",
     "SVDSubnetwork", "SequenceClassifier", "SparseComboNet", "SparseSubnetwork", "__version__",
+    "load_run",
 ]

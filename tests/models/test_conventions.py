@@ -89,7 +89,7 @@ def test_nonfinite_input_raises_unless_allowed():
         ({"gamma_a": -1.0}, "gamma must be a finite number >= 0, got -1.0"),
         ({"step_size": 0.0}, "step_size must be a finite number > 0, got 0.0"),
         ({"step_size": -0.1}, "step_size must be"),
-        ({"method": "rk4"}, "method must be one of 'euler', 'rk2', got 'rk4'"),
+        ({"method": "rk4"}, "method must be one of 'euler', 'rk2', 'exponential', got 'rk4'"),
         ({"alpha": -1.0}, "alpha must be"),
     ],
 )

@@ -40,7 +40,9 @@ def test_nested_mixed_assembly_certifies_and_contracts_at_least_as_promised(conn
     net = nested_network(connections=connections)
     certificate = certify(net)
     assert certificate.contracting, certificate.reason
-    assert certificate.condition == "paper 000, Corollary 1"
+    # the outer assembly has damping (Corollary 2); hierarchy is named when present
+    expected = "paper 000, Corollary 2" + (" with hierarchy (appendix A.2.1)" if connections else "")
+    assert certificate.condition == expected
     metric = certificate.metric
     assert np.allclose(metric, metric.T) and np.linalg.eigvalsh(metric).min() > 0
     inputs = torch.randn(300, 3, 2, dtype=torch.float64)

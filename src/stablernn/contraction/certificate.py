@@ -101,9 +101,10 @@ class Certificate:
 
     def describe(self) -> str:
         """The certificate in plain words (a few lines)."""
-        lines = [self.as_run_verdict()]
+        lines = [] if self.step_size is None else [self.as_run_verdict()]
+        prefix = "" if self.step_size is None else "Continuous time: "
         if self.contracting:
-            lines.append(f"Continuous time: contracting, by {self.condition}.")
+            lines.append(f"{prefix}Contracting, by {self.condition}.")
             lines.append(
                 f"Distances between any two trajectories, measured in the metric, shrink at "
                 f"least like exp(-{self.rate:.4g} t) (continuous time, tau = 1)."
@@ -114,7 +115,7 @@ class Certificate:
                     "contracting in the same metric."
                 )
         else:
-            lines.append(f"Continuous time: not certified as contracting (best condition tried: "
+            lines.append(f"{prefix}Not certified as contracting (best condition tried: "
                          f"{self.condition}).")
         if self.metric is not None:
             metric = np.asarray(self.metric)

@@ -54,6 +54,7 @@ from stablernn.contraction._inputs import (
     to_numpy,
 )
 from stablernn.contraction.certificate import Certificate
+from stablernn.contraction.certify import non_hurwitz_member
 from stablernn.contraction.conditions import ConditionResult, _with_check
 from stablernn.contraction.discrete import (
     euler_contraction_factor,
@@ -288,9 +289,15 @@ def certify_lipschitz(
     contracting = [r for r in results if r.contracting]
     if not contracting:
         reasons = "; ".join(f"{r.condition}: {r.reason}" for r in results)
+        details = {"step_size": system.step_size, "method": system.method}
+        bad = non_hurwitz_member(family, max_vertices=max_vertices)
+        if bad is not None:
+            details["non_hurwitz_slopes"] = bad.tolist()
+            reasons = ("no constant metric exists: J = alpha A + D W is not Hurwitz at D = diag("
+                       + ", ".join(f"{x:g}" for x in bad[:8]) + (", ..." if len(bad) > 8 else "")
+                       + f"). {reasons}")
         return Certificate(False, "none of paper 002, Theorem 1 (a), (b) or a checked metric",
-                           None, None, None, f"no metric verified. {reasons}",
-                           {"step_size": system.step_size, "method": system.method})
+                           None, None, None, f"no metric verified. {reasons}", details)
     best = max(contracting, key=lambda r: r.rate)
     certificate = best.to_certificate(max_vertices=max_vertices)
     details = dict(certificate.details)

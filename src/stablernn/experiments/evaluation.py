@@ -46,6 +46,21 @@ def load_model(path: str | Path, checkpoint: str = "best", device: str = "cpu"):
     return config, model.to(device)
 
 
+def load_run(path: str | Path, checkpoint: str = "best", device: str = "cpu") -> torch.nn.Module:
+    """The trained model of a run directory (or a checkpoint file), weights loaded, in eval mode.
+
+    ``checkpoint``: ``"best"`` (best validation accuracy) or ``"last"``. The recurrent layer is
+    ``model.rnn`` (``model[-1].rnn`` for language models, whose first module is the embedding),
+    ready for :func:`stablernn.certify`. Raises
+    :class:`~stablernn.experiments.checkpoint.CheckpointError` for a file that is not a
+    stablernn checkpoint, ``ValueError`` for a directory that is not a run.
+    """
+    if checkpoint not in ("best", "last"):
+        raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    _, model = load_model(path, checkpoint, device)
+    return model.eval()
+
+
 def load_run_model(run_dir: str | Path, checkpoint: str = "best", device: str = "cpu"):
     """``(config, task, model)`` of a run, with the weights of its best or last checkpoint."""
     config, model = load_model(run_dir, checkpoint, device)

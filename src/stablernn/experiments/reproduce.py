@@ -140,6 +140,10 @@ class Runner:
         if self.data_dir is not None and task in ("smnist", "psmnist"):
             task_options["data_dir"] = self.data_dir
         combo = model.endswith("combo")
+        # the papers' claims are about their own models: the paper's parametrization and step
+        paper = {"method": "euler"} if combo else {"parametrization": "paper"} \
+            if model == "lipschitz" else {}
+        overrides["model_options"] = {**paper, **overrides.get("model_options", {})}
         return TrainConfig(
             model=model, task=task, task_options=task_options, hidden_size=hidden_size,
             epochs=scale.epochs, lr_decay_epochs=list(scale.lr_decay_epochs) or [scale.epochs + 1],

