@@ -109,7 +109,7 @@ def _with_as_run(certificate: Certificate, *, step_size: float, method: str,
                  factor: float | None, how: str, metric: np.ndarray | None = None,
                  **extra) -> Certificate:
     """``certificate`` with the as-run fields; ``metric`` replaces its metric when given."""
-    holds = factor is not None and math.isfinite(factor) and factor < 1.0
+    holds = bool(factor is not None and math.isfinite(factor) and factor < 1.0)
     details = dict(certificate.details, step_factor_method=how, **extra)
     if not holds:
         details.setdefault("as_run_reason", how if factor is None else
@@ -142,7 +142,7 @@ def certify_lipschitz_model(model) -> Certificate:
         factor = check.factor + float32_allowance(len(a), 1.0 + step * (
             model.alpha * np.linalg.norm(a, 2) + np.linalg.norm(w, 2)) ** 2, continuous.metric)
         return _with_as_run(continuous, step_size=step, method=method, factor=factor,
-                            how=check.method)
+                            how=f"RK2 {check.method}")
     bound = step_factor(_array(model.transition()), w, step, 1.0, side="left")
     if not bound.contracting:
         why = (f"the bound on one step's factor in the identity metric is {bound.factor:.6g} "
@@ -191,12 +191,12 @@ def certify_network(network) -> Certificate:
         check = euler_contraction_factor(family, metric, step)
     factor = check.factor + float32_allowance(len(metric), max(1.0, check.factor), metric)
     why = None
-    if continuous.max_euler_step is not None and step >= continuous.max_euler_step:
+    if factor >= 1 and continuous.max_euler_step is not None and step >= continuous.max_euler_step:
         why = (f"the model's step {step:g} is above the certified {method} step "
                f"{continuous.max_euler_step:.4g} (factor bound {factor:.6g})")
     extra = {} if why is None else {"as_run_reason": why}
-    return _with_as_run(continuous, step_size=step, method=method, factor=factor,
-                        how=check.method, **extra)
+    how = f"RK2 {check.method}" if method == "rk2" else f"Euler {check.method}"
+    return _with_as_run(continuous, step_size=step, method=method, factor=factor, how=how, **extra)
 
 
 def splitting_factor(cell, metric: np.ndarray) -> tuple[float, str]:

@@ -52,6 +52,21 @@ def hierarchy_weights_for(parts: list[nn.Module], connections: list) -> np.ndarr
     return hierarchy_weights(rates, gains)
 
 
+def metric_root(part: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(S, S^{-1})`` with ``S^2`` the part's metric: its own closed form where it has one
+    (diagonal metrics: square roots of the diagonal), else an eigendecomposition."""
+    if hasattr(part, "metric_root"):
+        return part.metric_root()
+    metric = part.metric()
+    diagonal = metric.diagonal()
+    if torch.equal(metric, torch.diag(diagonal)):
+        root = diagonal.sqrt()
+        return torch.diag(root), torch.diag(root.reciprocal())
+    values, vectors = torch.linalg.eigh(0.5 * (metric + metric.transpose(0, 1)))
+    root = values.sqrt()
+    return (vectors * root) @ vectors.transpose(0, 1), (vectors / root) @ vectors.transpose(0, 1)
+
+
 def metric_inverse(part: nn.Module) -> torch.Tensor:
     """A part's ``M^{-1}``: its own closed form where it has one, else a solve."""
     if hasattr(part, "metric_inverse"):
@@ -177,6 +192,22 @@ class Assembly(nn.Module):
     def metric_inverse(self) -> torch.Tensor:
         return torch.block_diag(*[metric_inverse(part) / k
                                   for part, k in zip(self.parts, self.weights.tolist())])
+
+    def metric_root(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(S, S^{-1})`` with ``S^2 = blockdiag(k_i M_i)``."""
+        roots = [metric_root(part) for part in self.parts]
+        scales = [k**0.5 for k in self.weights.tolist()]
+        return (torch.block_diag(*[s * root for s, (root, _) in zip(scales, roots)]),
+                torch.block_diag(*[inverse / s for s, (_, inverse) in zip(scales, roots)]))
+
+    def feedback_in_metric(self) -> torch.Tensor:
+        """The flat ``S L S^{-1}`` (skew to the last bit for constrained feedback): this
+        assembly's own feedback and its nested assemblies' blocks, each built in its metric."""
+        root, root_inverse = self.metric_root()
+        feedback = self.feedback.in_metric(root, root_inverse)
+        inner = [part.feedback_in_metric() if isinstance(part, Assembly)
+                 else feedback.new_zeros(part.size, part.size) for part in self.parts]
+        return feedback + torch.block_diag(*inner)
 
     def feedback_matrix(self) -> torch.Tensor:
         """The flat L of this assembly: its own feedback plus its nested assemblies' L blocks."""

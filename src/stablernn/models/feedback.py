@@ -45,6 +45,23 @@ class NegativeFeedback(nn.Module):
         self.unconstrained = bool(unconstrained)
         self.damping_factor = nn.Parameter(torch.zeros(total, total)) if damping else None
 
+    def in_metric(self, root: torch.Tensor, root_inverse: torch.Tensor) -> torch.Tensor:
+        r"""``S L S^{-1}`` for ``M = S^2``, built skew-symmetric to the last bit (plus the damping).
+
+        ``S L S^{-1} = C - C^T - S^{-1} F F^T S^{-1}`` with ``C = S B S^{-1}``: the difference
+        ``C - C^T`` is exactly antisymmetric in floating point however ill-conditioned M is,
+        so ``exp(dt S L S^{-1})`` is orthogonal to rounding (the splitting step's flow).
+        ``unconstrained``: ``S B S^{-1}``.
+        """
+        coupling = root @ (self.coupling * self.mask) @ root_inverse
+        if self.unconstrained:
+            return coupling
+        feedback = coupling - coupling.transpose(0, 1)
+        if self.damping_factor is not None:
+            factor = root_inverse @ self.damping_factor
+            feedback = feedback - factor @ factor.transpose(0, 1)
+        return feedback
+
     def forward(self, metric: torch.Tensor, metric_inverse: torch.Tensor) -> torch.Tensor:
         coupling = self.coupling * self.mask
         if self.unconstrained:

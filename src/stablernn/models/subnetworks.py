@@ -215,9 +215,12 @@ class SVDSubnetwork(RateSubnetwork):
 
     condition = "paper 000, Theorem 5"
 
-    def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05) -> None:
+    def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
+                 max_log_scale: float | None = None) -> None:
         super().__init__(size, activation_name)
         self.margin = _check_margin(margin)
+        self.max_log_scale = None if max_log_scale is None else check_positive(
+            "max_log_scale", max_log_scale)
         self.left = parametrizations.orthogonal(nn.Linear(size, size, bias=False))
         self.right = parametrizations.orthogonal(nn.Linear(size, size, bias=False))
         self.singular_logits = nn.Parameter(torch.zeros(size))
@@ -228,17 +231,29 @@ class SVDSubnetwork(RateSubnetwork):
     def sigma_max(self) -> float:
         return (1.0 - self.margin) / self.slope_bound
 
+    def scale_exponent(self) -> torch.Tensor:
+        """theta of ``Theta = diag(exp(theta))``: ``log_scale``, or
+        ``c tanh(log_scale / c)`` with ``c = max_log_scale`` (the metric's condition number is
+        then at most ``exp(4 c)`` for every parameter value)."""
+        if self.max_log_scale is None:
+            return self.log_scale
+        return self.max_log_scale * torch.tanh(self.log_scale / self.max_log_scale)
+
     def weight(self) -> torch.Tensor:
         sigma = self.sigma_max * torch.sigmoid(self.singular_logits)
-        scale = torch.exp(self.log_scale)
+        scale = torch.exp(self.scale_exponent())
         core = (self.left.weight * sigma) @ self.right.weight.transpose(0, 1)
         return core * (scale.reciprocal().unsqueeze(1) * scale.unsqueeze(0))
 
     def metric(self) -> torch.Tensor:
-        return torch.diag(torch.exp(2.0 * self.log_scale))
+        return torch.diag(torch.exp(2.0 * self.scale_exponent()))
 
     def metric_inverse(self) -> torch.Tensor:
-        return torch.diag(torch.exp(-2.0 * self.log_scale))
+        return torch.diag(torch.exp(-2.0 * self.scale_exponent()))
+
+    def metric_root(self) -> tuple[torch.Tensor, torch.Tensor]:
+        exponent = self.scale_exponent()
+        return torch.diag(torch.exp(exponent)), torch.diag(torch.exp(-exponent))
 
     def extra_repr(self) -> str:
         return f"size={self.size}, margin={self.margin}, slope_bound={self.slope_bound}"
