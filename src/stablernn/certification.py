@@ -177,6 +177,10 @@ def certify_network(network) -> Certificate:
     assembly, step, method = network.assembly, float(network.step_size), network.method
     continuous = certify_assembly(assembly)
     metric = _array(assembly.metric())
+    if assembly.unconstrained:
+        return _with_as_run(continuous, step_size=step, method=method, factor=None,
+                            how="unconstrained feedback L = B (the paper's control): nothing "
+                                "bounds its flow or its steps for the values B is trained to")
     if method == "splitting":
         factor, how = splitting_factor(network.cell, metric)
         return _with_as_run(continuous, step_size=step, method=method, factor=factor, how=how,

@@ -27,7 +27,7 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 # share chosen on the validation split; combo nets: the splitting step (feedback flow exact).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "lipschitz": {"parametrization": "contracting", "method": "exponential", "step_size": 0.3,
-                  "gamma_a": 0.1, "nonlinear_share": 0.9, "beta_w": 0.75, "gamma_w": 0.001},
+                  "gamma_a": 0.03, "nonlinear_share": 0.9, "beta_w": 0.75, "gamma_w": 0.001},
     "antisymmetric": {"step_size": 0.1, "gamma": 0.01},
     "ode-rnn": {"step_size": 0.1},
     "lstm": {},
