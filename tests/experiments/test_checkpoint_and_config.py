@@ -68,5 +68,10 @@ def test_config_validation_names_the_key(tmp_path):
 
 def test_resolved_config_fills_model_defaults_and_keeps_overrides():
     config = TrainConfig(model_options={"step_size": 0.05}).resolved()
-    assert config.model_options["step_size"] == 0.05 and config.model_options["beta_a"] == 0.75
+    assert config.model_options["step_size"] == 0.05
+    assert config.model_options["parametrization"] == "contracting"
+    assert config.model_options["method"] == "exponential" and "beta_a" not in config.model_options
+    paper = TrainConfig(model_options={"parametrization": "paper"}).resolved()
+    assert paper.model_options["beta_a"] == 0.75 and paper.model_options["method"] == "euler"
+    assert TrainConfig(model="svd-combo").resolved().model_options["method"] == "splitting"
     assert TrainConfig(model="lstm").resolved().model_options == {}

@@ -52,7 +52,7 @@ def test_seed_changes_initialization_and_repeats_exactly(tmp_path):
         return load_checkpoint(tmp_path / name / "checkpoint.pt")["model_state"]
 
     first, again, other = final_state(1, "a"), final_state(1, "b"), final_state(2, "c")
-    key = "rnn.cell.param_w.free"
+    key = "rnn.cell.param_w.inner.free"
     assert (first[key] == again[key]).all()
     assert not (first[key] == other[key]).all()
 
