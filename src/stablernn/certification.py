@@ -204,9 +204,9 @@ def certify_network(network) -> Certificate:
 
 
 def splitting_factor(cell, metric: np.ndarray) -> tuple[float, str]:
-    """Bound on one splitting step ``x -> P(exp(dt L) x)`` in the assembly's metric M.
+    """Bound on one splitting step ``x -> P(Q x)`` in the assembly's metric M.
 
-    ``||J||_M <= ||exp(dt L)||_M (max_i f_i + dt ||H'||_M)``: the flow's norm measured on the
+    ``||J||_M <= ||Q||_M (max_i f_i + dt ||H'||_M)``: the feedback step's norm measured on the
     float32 matrix the model runs (1 in exact arithmetic: L is skew in M), f_i each part's
     Euler factor in its own metric (block-diagonal), and the hierarchical maps' Jacobians H'
     (strictly block-lower) bounded by their gains in the metric.
@@ -214,7 +214,7 @@ def splitting_factor(cell, metric: np.ndarray) -> tuple[float, str]:
     assembly, step = cell.assembly, float(cell.step_size)
     flow = _array(cell.feedback_flow())
     if not np.isfinite(flow).all():
-        return math.inf, "the feedback's flow exp(dt L) is not finite"
+        return math.inf, "the feedback's step Q is not finite"
     flow_norm = metric_norm(flow, metric)
     factors, methods, offset = [], set(), 0
     for leaf in assembly.leaves():
@@ -242,7 +242,7 @@ def splitting_factor(cell, metric: np.ndarray) -> tuple[float, str]:
     allowance = float32_allowance(len(metric), absolute_norm(flow, metric) * max(1.0, max(factors)),
                                   metric)
     factor = flow_norm * (max(factors) + step * coupling) + allowance
-    how = (f"||exp(dt L)||_M = {flow_norm:.7g} times the worst part's Euler factor "
+    how = (f"||Q||_M = {flow_norm:.7g} (the feedback's Cayley step) times the worst part's Euler factor "
            f"{max(factors):.6g} ({', '.join(sorted(methods))} bounds)")
     if coupling:
         how += f", plus dt x {coupling:.4g} for the hierarchical maps"

@@ -1,7 +1,8 @@
 """Networks of rate subnetworks, splitting step: the recurrence of a whole sequence.
 
 The step of ``AssemblyCell(method="splitting")`` in row form (states ``(B, N)``), K same-size
-blocks of n units, ``E^T = exp(dt L)^T`` (``flow_t``)::
+blocks of n units, ``E^T = Q^T`` the feedback's step (``flow_t``, the Cayley transform of
+``dt L``, see ``AssemblyCell.feedback_flow``)::
 
     y_t = x_t E^T,     x_{t+1} = (1 - dt) y_t + dt (blocks(phi(y_t)) + u_t)
 
@@ -86,7 +87,7 @@ def network_splitting(inputs: torch.Tensor, x0: torch.Tensor, flow_t: torch.Tens
                       activation: str = "relu") -> tuple[torch.Tensor, torch.Tensor]:
     """``(states, last)`` of K same-size rate subnetworks joined by feedback, splitting step
     (module docstring). ``inputs``: ``U s_t + b`` ``(T, B, N)``; ``x0``: ``(B, N)``;
-    ``flow_t``: ``exp(dt L)^T`` ``(N, N)``; ``blocks_t``: stacked ``W_k^T`` ``(K, n, n)``.
+    ``flow_t``: ``Q^T`` ``(N, N)``; ``blocks_t``: stacked ``W_k^T`` ``(K, n, n)``.
     Differentiable in every tensor."""
     inputs, x0 = inputs.contiguous(), x0.contiguous()
     flow_t, blocks_t = flow_t.contiguous(), blocks_t.contiguous()

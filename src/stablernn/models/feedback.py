@@ -50,7 +50,7 @@ class NegativeFeedback(nn.Module):
 
         ``S L S^{-1} = C - C^T - S^{-1} F F^T S^{-1}`` with ``C = S B S^{-1}``: the difference
         ``C - C^T`` is exactly antisymmetric in floating point however ill-conditioned M is,
-        so ``exp(dt S L S^{-1})`` is orthogonal to rounding (the splitting step's flow).
+        so its Cayley transform is orthogonal to rounding (the splitting step's feedback).
         ``unconstrained``: ``S B S^{-1}``.
         """
         coupling = root @ (self.coupling * self.mask) @ root_inverse

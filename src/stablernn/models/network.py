@@ -54,13 +54,14 @@ class AssemblyCell(RecurrentCell):
 
     - ``"euler"``: ``x_{t+1} = x_t + dt x'``;
     - ``"rk2"``: explicit midpoint with the input held over the step;
-    - ``"splitting"`` (Lie-Trotter): the feedback's flow exactly, then an Euler step of the
-      parts, ``y = exp(dt L) x_t``, ``x_{t+1} = y + dt (F(y) + H(y) + u_t)``. L is skew in the
-      metric (``M L + L^T M = 0``), so ``exp(dt L)`` is an isometry of M whatever B is: the
-      step contracts whenever every part's own Euler step does, for every trained feedback
-      (forward Euler of ``x' = L x`` always expands: ``||I + dt L||_M > 1``). First order.
+    - ``"splitting"`` (Lie-Trotter): the feedback by the trapezoidal (Cayley) step, then an
+      Euler step of the parts, ``y = Q x_t`` with ``Q = (I - dt L/2)^{-1} (I + dt L/2)``,
+      ``x_{t+1} = y + dt (F(y) + H(y) + u_t)``. L is skew in the metric
+      (``M L + L^T M = 0``), so Q is an isometry of M whatever B is: the step contracts
+      whenever every part's own Euler step does, for every trained feedback (forward Euler of
+      ``x' = L x`` always expands: ``||I + dt L||_M > 1``). First order overall.
 
-    W blocks, L (or ``exp(dt L)``) and H are built once per forward pass; same-size rate
+    W blocks, L (or Q) and H are built once per forward pass; same-size rate
     subnetworks run as one batched matmul over blocks.
     """
 
@@ -91,15 +92,17 @@ class AssemblyCell(RecurrentCell):
         return prepared
 
     def feedback_flow(self) -> torch.Tensor:
-        """``exp(dt L) = S^{-1} exp(dt S L S^{-1}) S``, the feedback's exact flow over one step
-        (column convention), with ``S L S^{-1}`` built skew to the last bit
-        (:meth:`Assembly.feedback_in_metric`): an isometry of the metric to rounding, however
-        ill-conditioned the metric. Computed in float64 (a float32 exponential of a large skew
-        matrix is far from orthogonal) and returned in the parameters' dtype."""
+        """The feedback's step ``Q = S^{-1} cay(dt K) S`` (column convention), with
+        ``K = S L S^{-1}`` built skew to the last bit (:meth:`Assembly.feedback_in_metric`) and
+        the Cayley transform ``cay(X) = (I - X/2)^{-1} (I + X/2)``: the trapezoidal rule for
+        ``x' = L x`` (second order), orthogonal for skew K, so Q is an isometry of the metric
+        to rounding however ill-conditioned the metric (a contraction with damping). Solved in
+        float64 and returned in the parameters' dtype."""
         root, root_inverse = self.assembly.metric_root()
         dtype = root.dtype
-        generator = self.assembly.feedback_in_metric().to(torch.float64)
-        rotation = torch.linalg.matrix_exp(self.step_size * generator)
+        half = (0.5 * self.step_size) * self.assembly.feedback_in_metric().to(torch.float64)
+        identity = torch.eye(half.shape[0], dtype=torch.float64, device=half.device)
+        rotation = torch.linalg.solve(identity - half, identity + half)
         flow = root_inverse.to(torch.float64) @ rotation @ root.to(torch.float64)
         return flow.to(dtype)
 
