@@ -39,7 +39,12 @@ from stablernn.contraction.as_run import (
     metric_root,
     step_factor,
 )
-from stablernn.contraction.discrete import euler_contraction_factor, rk2_contraction_factor
+from stablernn.contraction.discrete import (
+    euler_contraction_factor,
+    max_euler_step,
+    midpoint_euler_step,
+    rk2_contraction_factor,
+)
 from stablernn.contraction.combination import feedback_defect, hierarchy_rate
 from stablernn.models.assembly import Assembly, coupling_gain
 from stablernn.models.lipschitz import LipschitzCell, LipschitzRNN
@@ -156,8 +161,9 @@ def certify_lipschitz_model(model) -> Certificate:
     identity = np.eye(len(a))
     check = check_family_metric(lipschitz_family(a, w, 1.0, model.alpha), identity)
     if check.contracting:
+        euler_step = max_euler_step(lipschitz_family(a, w, 1.0, model.alpha), identity)
         base = Certificate(True, "identity metric, checked for every slope (paper 002, eq. 1)",
-                           identity, check.rate, None,
+                           identity, check.rate, euler_step.max_step,
                            f"mu(alpha A + D W) <= -{check.rate:.4g} for every slope "
                            f"({check.method})", {"check_method": check.method})
     else:
@@ -352,6 +358,10 @@ def certify_assembly(assembly: Assembly) -> Certificate:
     norm, exact = family_norm_bound(family, metric)
     max_step = 2.0 * rate / norm**2  # ||I + h F||^2 <= 1 - 2 h rate + h^2 norm^2
     details["euler_step_bound"] = "2 rate / K^2 with K >= sup ||J||_M" + ("" if exact else " (bound)")
+    midpoint = midpoint_euler_step(family, metric)
+    if midpoint > max_step:
+        max_step = midpoint
+        details["euler_step_bound"] = "||I + h F(c)||_M + h r P < 1 (slope midpoint c, radius r)"
     reason = (f"every part certified ({', '.join(sorted(set(details['parts'])))}); feedback skew "
               f"in the metric; rate {rate:.4g} = {how}"
               + (f", less the feedback's rounding defect {defect_in_metric:.2g}"
