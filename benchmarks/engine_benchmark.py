@@ -274,6 +274,9 @@ def agreement(impls: list[Implementation], x: torch.Tensor) -> None:
 
 
 # ---------------------------------------------------------------------------- the two models
+CERTIFIED = "engine, contracting exponential step"
+
+
 def lipschitz_implementations(args) -> tuple[list[Implementation], dict]:
     torch.manual_seed(0)
     N = args.hidden
@@ -293,6 +296,10 @@ def lipschitz_implementations(args) -> tuple[list[Implementation], dict]:
         backend="python")
     eng = copy.deepcopy(model)
     add("engine", eng, lambda x, m=eng: _output_and_last(m(x)))
+    # the certified default of stablernn train: same kernel, transition exp(eps A)
+    certified = LipschitzRNN(1, N, step_size=0.3, parametrization="contracting",
+                             method="exponential", gamma_a=0.03, nonlinear_share=0.9)
+    add(CERTIFIED, certified, lambda x, m=certified: _output_and_last(m(x)), same_model=False)
     lstm = nn.LSTM(1, N)
     add("torch.nn.LSTM", lstm, lambda x, m=lstm: _output_and_last(m(x)), same_model=False)
     T, B = args.steps, args.batch
@@ -359,6 +366,8 @@ def targets_for(model: str, data: dict) -> list[tuple[str, float, float | None]]
                     data["engine_vs_bound"]["best"]["median"], None))
         out.append(("torch.nn.LSTM / engine, training step",
                     ratios["train"]["torch.nn.LSTM"]["median"], 3.0))
+        out.append(("engine (paper Euler) / engine (certified exponential step), training step",
+                    1.0 / ratios["train"][CERTIFIED]["median"], 1 / 1.2))
     plain = data["names"][0]
     out.append(("plain eager loop / engine, training step", ratios["train"][plain]["median"], 2.0))
     out.append(("plain eager loop / engine, forward only", ratios["eval"][plain]["median"], 2.0))

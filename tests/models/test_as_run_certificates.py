@@ -168,3 +168,22 @@ def test_rk2_network_reports_an_rk2_factor():
     net = SVDComboNet(1, 3, 4, step_size=0.05, method="rk2")
     certificate = certify(net)
     assert certificate.method == "rk2" and "RK2" in certificate.details["step_factor_method"]
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), gamma_a=st.floats(0.0, 3.0), step_size=st.floats(0.01, 1.0),
+       scale=st.floats(0.01, 2.0), method=st.sampled_from(["euler", "exponential", "rk2"]))
+def test_paper_parametrization_claims_only_what_holds(seed, gamma_a, step_size, scale, method):
+    """Whatever the paper's model claims as run (in whichever metric) holds for its Jacobians."""
+    torch.manual_seed(seed)
+    model = LipschitzRNN(2, 8, gamma_a=gamma_a, step_size=step_size, method=method)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(scale * 10)
+    certificate = certify(model)
+    if certificate.contracting_as_run:
+        worst = sampled_step_factor(step_jacobians(model, count=8, seed=seed), certificate.metric)
+        assert worst <= certificate.step_factor
+    else:
+        assert certificate.step_factor is None or certificate.step_factor >= 1
+        assert certificate.details["as_run_reason"]
