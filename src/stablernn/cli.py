@@ -44,8 +44,10 @@ def _add_train_parser(subparsers) -> None:
     parser.add_argument("--lr", dest="learning_rate", type=float)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help=f"one of {', '.join(DEVICES)} or cuda:N")
-    parser.add_argument("--step-size", type=float, help="the model's Euler/RK2 step (epsilon)")
-    parser.add_argument("--method", choices=("euler", "rk2"), help="Lipschitz RNN integrator")
+    parser.add_argument("--step-size", type=float, help="the model's step (epsilon, dt)")
+    parser.add_argument("--method", choices=("euler", "rk2", "exponential", "splitting"),
+                        help="the discretization: euler, rk2; exponential (Lipschitz RNN) and "
+                             "splitting (combo nets) are the certified defaults")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="any other model option, e.g. --option beta_a=0.8 (repeatable)")
     parser.add_argument("--max-train-samples", type=int, help="use only the first N training samples")
