@@ -24,8 +24,9 @@ exact worst case. The smallest of the applicable values is the factor.
 **Float32 as it runs.** The factor is computed in float64 from the matrices the model holds, so
 it bounds the exact one-step map of those parameters. The model evaluates that map in float32
 (and rebuilds ``T`` from its parameters each pass); :func:`float32_allowance` adds a rounding
-allowance ``N eps_32 (||T|| + h g ||W||) sqrt(cond M)`` to the factor, so the reported factor
-pays for that arithmetic rather than resting on it.
+allowance ``4 sqrt(N) eps_32 (|| |T_M| || + h g || |W_M| ||)`` (times ``sqrt(cond M)`` for a full
+metric) to the factor, so the reported factor pays for that arithmetic rather than resting on
+it.
 """
 
 from __future__ import annotations
@@ -91,16 +92,20 @@ def metric_norm(matrix: np.ndarray, metric: np.ndarray | None = None) -> float:
 
 
 def float32_allowance(size: int, scale: float, metric: np.ndarray | None = None) -> float:
-    """Rounding allowance ``4 N eps_32 scale`` for evaluating one step in float32, where
-    ``scale`` bounds ``|| |S J S^{-1}| ||_2`` (absolute values of the Jacobian's terms in the
-    metric). Rounding errors of a matrix product are relative to ``|A| |x|`` entrywise, which a
-    diagonal metric rescales with the entries; a full metric multiplies them by
-    ``sqrt(cond M)``, passed as ``metric``."""
+    """Rounding allowance ``4 sqrt(N) eps_32 scale`` for one step in float32, where ``scale``
+    bounds ``|| |S J S^{-1}| ||_2`` (absolute values of the Jacobian's terms in the metric).
+
+    A Jacobian computed in float32 (autograd of the step, or the matrices rebuilt from the
+    parameters) differs from the exact one entrywise by a few ulps, which is at most
+    ``4 eps_32 || |J_M| ||``; the factor ``sqrt(N)`` adds the typical accumulation of an
+    N-term product, so that float32 trajectories that are not within rounding of each other
+    also shrink by the factor. Entrywise errors are rescaled with the entries by a diagonal
+    metric; a full metric multiplies them by ``sqrt(cond M)`` (pass it as ``metric``)."""
     condition = 1.0
     if metric is not None and not is_diagonal(metric):
         values = np.linalg.eigvalsh(0.5 * (metric + metric.T))
         condition = float(values[-1] / values[0])
-    return 4.0 * size * FLOAT32_EPS * scale * math.sqrt(condition)
+    return 4.0 * math.sqrt(size) * FLOAT32_EPS * scale * math.sqrt(condition)
 
 
 def absolute_norm(matrix: np.ndarray, metric: np.ndarray | None = None) -> float:
