@@ -1,5 +1,8 @@
 """stablernn: recurrent neural networks with checkable stability certificates."""
 
+from stablernn.certification import certify
+from stablernn.contraction import Certificate
+from stablernn.experiments.evaluation import load_run
 from stablernn.models import (
     GRU,
     LSTM,
@@ -17,9 +20,6 @@ from stablernn.models import (
     SVDComboNet,
     SVDSubnetwork,
 )
-from stablernn.certification import certify
-from stablernn.contraction import Certificate
-from stablernn.experiments.evaluation import load_run
 
 __version__ = "0.1.0"
 

@@ -39,13 +39,13 @@ from stablernn.contraction.as_run import (
     metric_root,
     step_factor,
 )
+from stablernn.contraction.combination import feedback_defect, hierarchy_rate
 from stablernn.contraction.discrete import (
     euler_contraction_factor,
     max_euler_step,
     midpoint_euler_step,
     rk2_contraction_factor,
 )
-from stablernn.contraction.combination import feedback_defect, hierarchy_rate
 from stablernn.models.assembly import Assembly, coupling_gain
 from stablernn.models.lipschitz import LipschitzCell, LipschitzRNN
 from stablernn.models.network import NetworkOfNetworks

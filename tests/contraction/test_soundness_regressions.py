@@ -6,10 +6,10 @@ import torch
 
 from stablernn import LipschitzRNN, SVDComboNet, certify
 from stablernn.certification import assembly_family
-from stablernn.contraction import certify_lipschitz, check_family_metric, lipschitz_family
+from stablernn.contraction import certify_lipschitz, lipschitz_family
+from stablernn.contraction.as_run import metric_root
 from stablernn.contraction.conditions import theorem4
 from stablernn.contraction.lipschitz import theorem1b
-from stablernn.contraction.as_run import metric_root
 from stablernn.models.subnetworks import LipschitzPart
 
 
