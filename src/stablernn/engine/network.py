@@ -55,6 +55,15 @@ def _phi_slope(name: str, x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > 20, torch.ones_like(x), torch.sigmoid(x))
 
 
+def _mix(values: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """``blocks(values)``: each block of n columns times its own (n, n) matrix (a batched
+    product over the blocks, never a dense block-diagonal matrix)."""
+    batch, size = values.shape
+    count, block = blocks.shape[0], blocks.shape[1]
+    mixed = torch.bmm(values.view(batch, count, block).transpose(0, 1), blocks)
+    return mixed.transpose(0, 1).reshape(batch, size)
+
+
 def _transition(feedback_t: torch.Tensor, step_size: float) -> torch.Tensor:
     eye = torch.eye(feedback_t.shape[0], dtype=feedback_t.dtype, device=feedback_t.device)
     return eye.mul_(1.0 - step_size).add_(feedback_t, alpha=step_size)
@@ -96,17 +105,14 @@ class _NativeNetworkEuler(torch.autograd.Function):
 
 
 def _python_forward(u, x0, feedback_t, blocks_t, step_size, activation, phi_store=None):
-    steps, batch, size = u.shape
-    count, block = blocks_t.shape[0], blocks_t.shape[1]
     transition = _transition(feedback_t, step_size)
     states = torch.empty_like(u)
     x = x0
-    for t in range(steps):
+    for t in range(u.shape[0]):
         phi = _phi(activation, x)
         if phi_store is not None:
             phi_store[t].copy_(phi)
-        mixed = torch.bmm(phi.view(batch, count, block).transpose(0, 1), blocks_t)
-        drive = mixed.transpose(0, 1).reshape(batch, size).add_(u[t])
+        drive = _mix(phi, blocks_t).add_(u[t])
         torch.addmm(drive, x, transition, beta=step_size, out=states[t])
         x = states[t]
     return states
@@ -139,8 +145,7 @@ class _PythonNetworkEuler(torch.autograd.Function):
         g = last_state_gradient(torch.empty_like(x0), grad, grad_last)
         for t in range(steps - 1, -1, -1):
             gu = torch.mul(g, dt, out=scaled[t])
-            back = torch.bmm(gu.view(batch, count, block).transpose(0, 1), blocks)
-            back = back.transpose(0, 1).reshape(batch, size)
+            back = _mix(gu, blocks)
             previous = states[t - 1] if t > 0 else x0
             back.mul_(_phi_slope(activation, previous))
             g_prev = (torch.mm(g, transition_t) if t == 0 or grad is None

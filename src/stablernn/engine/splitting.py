@@ -21,15 +21,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from stablernn.engine._outputs import last_state_gradient
-from stablernn.engine.network import _phi, _phi_slope
-
-
-def _mix(values: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
-    """``blocks(values)``: each block of n columns times its own (n, n) matrix."""
-    batch, size = values.shape
-    count, block = blocks.shape[0], blocks.shape[1]
-    mixed = torch.bmm(values.view(batch, count, block).transpose(0, 1), blocks)
-    return mixed.transpose(0, 1).reshape(batch, size)
+from stablernn.engine.network import _mix, _phi, _phi_slope
 
 
 def _forward(u, x0, flow_t, blocks_t, step_size, activation):
