@@ -245,10 +245,25 @@ def _bench(args: argparse.Namespace) -> int:
     return run_benchmark(args)
 
 
+class _WithCommonOptions:
+    """``add_parser`` that gives every verb the common options (``--debug``)."""
+
+    def __init__(self, subparsers, common: argparse.ArgumentParser):
+        self.subparsers, self.common = subparsers, common
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        return self.subparsers.add_parser(name, parents=[self.common], **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablernn", description="Provably stable recurrent neural networks.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error instead of its one-line message")
+    subparsers = _WithCommonOptions(subparsers, common)
     _add_train_parser(subparsers)
     _add_eval_parser(subparsers)
     _add_sweep_parser(subparsers)
@@ -263,7 +278,19 @@ COMMANDS = {"train": _train, "eval": _eval, "sweep": _sweep, "certify": _certify
             "analyze": _analyze, "reproduce": _reproduce, "bench": _bench}
 
 
+def _error_message(error: BaseException) -> str:
+    """The message of an expected failure; file-system errors name their file first."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        target = error.filename if error.filename2 is None else \
+            f"{error.filename} -> {error.filename2}"
+        return f"{target}: {error.strerror}"
+    return str(error) or type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one verb. Expected failures (bad arguments or config values, missing, unreadable or
+    unwritable files, non-finite training) exit 2 with a message whose first line names the
+    culprit; Ctrl-C exits 130; ``--debug`` shows the traceback instead."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -271,8 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, ImportError, FloatingPointError, FileNotFoundError) as error:
-        print(f"stablernn {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        if args.debug:
+            raise
+        print(f"stablernn {args.command}: {interrupt or 'interrupted'}", file=sys.stderr)
+        return 130
+    except (ValueError, ImportError, FloatingPointError, OSError) as error:
+        if args.debug:
+            raise
+        print(f"stablernn {args.command}: error: {_error_message(error)}", file=sys.stderr)
         return 2
 
 

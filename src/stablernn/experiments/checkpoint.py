@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from stablernn.experiments.output import default_file_mode
+
 FORMAT = "stablernn.checkpoint"
 VERSION = 1
 
@@ -31,6 +33,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
             torch.save({"format": FORMAT, "version": VERSION, **payload}, stream)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, default_file_mode())  # mkstemp's 0600 would differ from other files
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -1,0 +1,83 @@
+"""Where results go: checked for writability before any work starts, written atomically.
+
+Every verb that writes (``train``, ``certify``, ``analyze``, ``reproduce``, ``sweep``,
+``bench --json``) checks its output location first, so a read-only disk or a path that is a
+file fails in a second with a message naming the argument, not after minutes of computing.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+class OutputLocationError(ValueError):
+    """An output path that cannot be written: named with what was found and what was expected."""
+
+
+def _nearest_existing(path: Path) -> Path:
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
+def _probe(directory: Path, argument: str, path: Path) -> None:
+    """Write and remove a file in ``directory`` (permission bits alone mislead: root, ACLs,
+    read-only mounts)."""
+    try:
+        with tempfile.TemporaryFile(dir=directory, prefix=".stablernn-probe-"):
+            pass
+    except OSError as error:
+        raise OutputLocationError(
+            f"{argument} {path}: cannot write in {directory} ({error.strerror}); expected a "
+            "directory you can write to") from None
+
+
+def check_writable_directory(path: str | os.PathLike, argument: str) -> Path:
+    """Refuse ``path`` unless it is (or can be made as) a directory this process can write."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputLocationError(f"{argument} {path} is a file; expected a directory (existing "
+                                  "or to be created)")
+    existing = _nearest_existing(path.absolute())
+    if not existing.is_dir():
+        raise OutputLocationError(f"{argument} {path}: {existing} is a file, so no directory can "
+                                  "be made below it; expected a directory path")
+    _probe(existing, argument, path)
+    return path
+
+
+def check_writable_file(path: str | os.PathLike, argument: str) -> Path:
+    """Refuse ``path`` unless a file can be written there (its directory is created if needed)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputLocationError(f"{argument} {path} is a directory; expected a file name")
+    check_writable_directory(path.absolute().parent, argument)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` beside ``path`` and rename it over ``path``: readers never see half a file.
+
+    The file gets the usual mode (0666 less the umask), like any file the process creates.
+    """
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.chmod(temporary, default_file_mode())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def default_file_mode() -> int:
+    """0666 less the process's umask (what ``open(path, "w")`` would give)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
