@@ -76,7 +76,7 @@ def test_eval_reports_the_test_figures_of_the_run(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 0
     reported = json.loads(capsys.readouterr().out)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert reported["accuracy"] == pytest.approx(results["test_accuracy"])
+    assert reported["test_accuracy"] == pytest.approx(results["test_accuracy"])
     assert reported["loss"] == pytest.approx(results["test_loss"], rel=1e-5)
     assert main(["eval", str(tmp_path / "nothing")]) == 2
 

@@ -22,6 +22,15 @@ def dense_or_empty(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tenso
     return empty_like(like) if grad is None else grad.contiguous()
 
 
+def standard_strides(grad: torch.Tensor | None) -> torch.Tensor | None:
+    """A parameter's gradient with row-major strides even in size-1 dimensions (a transposed
+    ``(N, 1)`` result has strides ``(1, N)``: the same memory, but DDP's gradient buckets warn
+    on it)."""
+    if grad is None or grad.stride() == torch.empty(grad.shape, device="meta").stride():
+        return grad
+    return grad.clone(memory_format=torch.contiguous_format)
+
+
 def last_state_gradient(out: torch.Tensor, grad_states: torch.Tensor | None,
                         grad_last: torch.Tensor | None) -> torch.Tensor:
     """``out`` <- the whole gradient of the last state: its row of the per-step gradients plus

@@ -28,7 +28,12 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from stablernn.engine import native
-from stablernn.engine._outputs import dense_or_empty, empty_like, last_state_gradient
+from stablernn.engine._outputs import (
+    dense_or_empty,
+    empty_like,
+    last_state_gradient,
+    standard_strides,
+)
 
 
 class _NativeLipschitzEuler(torch.autograd.Function):
@@ -61,7 +66,8 @@ class _NativeLipschitzEuler(torch.autograd.Function):
                                              recurrent_t, ctx.step_size,
                                              ctx.needs_input_grad[0]))
         return (grad_inputs if ctx.needs_input_grad[0] else None,
-                grad_weight if ctx.has_weight else None, grad_bias if ctx.has_bias else None,
+                standard_strides(grad_weight) if ctx.has_weight else None,
+                grad_bias if ctx.has_bias else None,
                 grad_h0, grad_transition, grad_recurrent, None)
 
 

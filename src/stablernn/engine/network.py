@@ -27,7 +27,12 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from stablernn.engine import native
-from stablernn.engine._outputs import dense_or_empty, empty_like, last_state_gradient
+from stablernn.engine._outputs import (
+    dense_or_empty,
+    empty_like,
+    last_state_gradient,
+    standard_strides,
+)
 
 ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "softplus": 3}
 
@@ -100,7 +105,8 @@ class _NativeNetworkEuler(torch.autograd.Function):
             bias, x0, feedback_t, blocks_t, phi,
             ctx.step_size, ACTIVATIONS[ctx.activation], ctx.need_blocks, ctx.needs_input_grad[0])
         return (grad_inputs if ctx.needs_input_grad[0] else None,
-                grad_weight if ctx.has_weight else None, grad_bias if ctx.has_bias else None,
+                standard_strides(grad_weight) if ctx.has_weight else None,
+                grad_bias if ctx.has_bias else None,
                 grad_x0, grad_feedback, grad_blocks if ctx.need_blocks else None, None, None)
 
 

@@ -27,8 +27,9 @@ from stablernn.analysis import (
     robust_accuracy,
 )
 from stablernn.experiments.checkpoint import CheckpointError
-from stablernn.experiments.evaluation import checkpoint_path, load_model
-from stablernn.tasks import get_batch, load_task, take
+from stablernn.experiments.evaluation import checkpoint_path, load_run_model
+from stablernn.experiments.output import check_writable_directory, write_text_atomic
+from stablernn.tasks import get_batch, take
 
 ANALYSIS_FILE = "analysis.json"
 
@@ -118,27 +119,36 @@ def analyze_model(model: nn.Module, train_data, test_data,
 
 
 def analyze_run(run_dir: str | Path, checkpoint: str = "best",
-                settings: AnalysisSettings | None = None, plots: bool = True) -> dict[str, Any]:
-    """:func:`analyze_model` on a run's model; writes ``analysis.json`` (and a noise plot)."""
+                settings: AnalysisSettings | None = None, plots: bool = True,
+                data_dir: str | None = None, log=print) -> dict[str, Any]:
+    """:func:`analyze_model` on a run's model; writes ``analysis.json`` (and a noise plot).
+
+    The run directory is checked writable before anything is computed; the figures are written
+    before the plot, which is skipped with a note when matplotlib is missing.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"RUN_DIR {run_dir} is not a directory")
+    (settings or AnalysisSettings()).validate()
     file = checkpoint_path(run_dir, checkpoint)
     if not file.is_file():
         raise CheckpointError(f"run directory {run_dir} has no {file.name}: train it first "
                               "(stablernn train) or resume it (stablernn train --resume)")
-    config, model = load_model(run_dir, checkpoint)
-    task = load_task(config.task, **config.task_options)
+    check_writable_directory(run_dir, "RUN_DIR")
+    config, task, model = load_run_model(run_dir, checkpoint, data_dir=data_dir)
     if task.kind != "classification":
         raise ValueError(f"stablernn analyze needs a classification task, got {config.task!r} "
                          f"(kind {task.kind!r})")
     result = {"run_dir": str(run_dir), "checkpoint": checkpoint, "model": config.model,
               **analyze_model(model, task.train, task.test, settings)}
-    (run_dir / ANALYSIS_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(run_dir / ANALYSIS_FILE, json.dumps(result, indent=2) + "\n")
     if plots:
         from stablernn.experiments.plots import plot_noise_curves
 
-        plot_noise_curves({config.model: result["noise"]}, run_dir / "analysis_noise.png")
+        try:
+            plot_noise_curves({config.model: result["noise"]}, run_dir / "analysis_noise.png")
+        except ImportError:
+            log("(matplotlib not installed: no analysis_noise.png; pip install 'stablernn[plot]')")
     return result
 
 

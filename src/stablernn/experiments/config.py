@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +64,10 @@ TRAINING_DEFAULTS: dict[str, dict[str, Any]] = {
 GLOBAL_DEFAULTS: dict[str, Any] = {"hidden_size": 128, "learning_rate": 5e-3, "weight_decay": 0.0}
 
 
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; saved resolved as ``config.json`` in the run.
@@ -115,27 +121,29 @@ class TrainConfig:
                 fail(name, value, "an integer >= 1")
         for name in ("max_train_samples", "max_eval_samples"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 fail(name, value, "an integer >= 1 or null")
         if self.learning_rate is not None and (
-                not isinstance(self.learning_rate, (int, float)) or self.learning_rate <= 0):
-            fail("learning_rate", self.learning_rate, "a number > 0 or null")
+                not _finite_number(self.learning_rate) or self.learning_rate <= 0):
+            fail("learning_rate", self.learning_rate, "a finite number > 0 or null")
         if self.weight_decay is not None and (
-                not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0):
-            fail("weight_decay", self.weight_decay, "a number >= 0 or null")
-        if not isinstance(self.lr_decay_factor, (int, float)) or not 0 < self.lr_decay_factor <= 1:
+                not _finite_number(self.weight_decay) or self.weight_decay < 0):
+            fail("weight_decay", self.weight_decay, "a finite number >= 0 or null")
+        if not _finite_number(self.lr_decay_factor) or not 0 < self.lr_decay_factor <= 1:
             fail("lr_decay_factor", self.lr_decay_factor, "a number in (0, 1]")
         if not isinstance(self.lr_decay_epochs, list) or not all(
-            isinstance(e, int) and e >= 1 for e in self.lr_decay_epochs
+            isinstance(e, int) and not isinstance(e, bool) and e >= 1
+            for e in self.lr_decay_epochs
         ):
             fail("lr_decay_epochs", self.lr_decay_epochs, "a list of integers >= 1")
         if self.grad_clip is not None and (
-            not isinstance(self.grad_clip, (int, float)) or self.grad_clip <= 0
-        ):
-            fail("grad_clip", self.grad_clip, "a number > 0 or null")
-        if not isinstance(self.seed, int):
-            fail("seed", self.seed, "an integer")
-        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+                not _finite_number(self.grad_clip) or self.grad_clip <= 0):
+            fail("grad_clip", self.grad_clip, "a finite number > 0 or null")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            fail("seed", self.seed, "an integer >= 0")
+        if not isinstance(self.device, str) or (
+                self.device not in DEVICES and not re.fullmatch(r"cuda:\d+", self.device)):
             fail("device", self.device, f"one of {', '.join(DEVICES)} or cuda:N")
         for name in ("model_options", "task_options"):
             if not isinstance(getattr(self, name), dict):
@@ -152,7 +160,11 @@ class TrainConfig:
         options = {**model_defaults(self.model, self.model_options), **self.model_options}
         defaults = {**GLOBAL_DEFAULTS, **TRAINING_DEFAULTS.get(self.model, {})}
         filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
-        return dataclasses.replace(self, model_options=options, **filled)
+        task_options = dict(self.task_options)
+        if task_options.get("data_dir") is not None:  # stored absolute: runs survive a cd
+            task_options["data_dir"] = str(Path(task_options["data_dir"]).expanduser().absolute())
+        return dataclasses.replace(self, model_options=options, task_options=task_options,
+                                   **filled)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,7 +178,10 @@ class TrainConfig:
                 f"{source}: unknown key(s) {', '.join(unknown)}; expected keys among "
                 f"{', '.join(sorted(known))}"
             )
-        return cls(**values).validate()
+        try:
+            return cls(**values).validate()
+        except ValueError as error:
+            raise ValueError(error if source == "config" else f"{source}: {error}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from stablernn.experiments import distributed, runs
 from stablernn.experiments.checkpoint import load_checkpoint, save_checkpoint
 from stablernn.experiments.config import TrainConfig
+from stablernn.experiments.output import check_writable_directory
 from stablernn.models.readouts import PerStepReadout, SequenceClassifier
 from stablernn.models.registry import build_layer
 from stablernn.tasks import (
@@ -147,14 +149,15 @@ def _score(kind: str, validation: dict[str, float]) -> float:
 class _Run:
     """Everything a run holds in memory; checkpointed at the end of every epoch."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, log: Callable[[str], None]):
+    def __init__(self, config: TrainConfig, run_dir: Path, log: Callable[[str], None],
+                 data_dir: str | None = None):
         self.config, self.run_dir = config, run_dir
         self.device = select_device(config.device)
         if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
             self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         self.context = distributed.setup(self.device)
         self.log = log if self.context.main else (lambda message: None)
-        task = load_task(config.task, **config.task_options)
+        task = load_task(config.task, **runs.task_options(config, data_dir))
         self.task = task
         self.train_set = take(task.train, config.max_train_samples)
         self.validation_set = take(task.validation, config.max_eval_samples)
@@ -174,12 +177,15 @@ class _Run:
         self.shuffle = torch.Generator().manual_seed(config.seed)
         self.noise = torch.Generator().manual_seed(config.seed + 1)
         self.epoch, self.best_score, self.best_epoch = 0, -math.inf, 0
+        self.saved_epoch = 0  # the last epoch in checkpoint.pt (what an interruption keeps)
         self.history: list[dict[str, Any]] = []
 
     def state(self) -> dict[str, Any]:
+        model_state = self.module.state_dict()
         return {"config": self.config.to_dict(), "epoch": self.epoch,
+                "identity": runs.checkpoint_identity(self.config, model_state),
                 "task": dataclasses.asdict(TaskSignature.of(self.task)),
-                "model_state": self.module.state_dict(),
+                "model_state": model_state,
                 "optimizer_state": self.optimizer.state_dict(),
                 "scheduler_state": self.scheduler.state_dict(),
                 "shuffle_state": self.shuffle.get_state(), "noise_state": self.noise.get_state(),
@@ -195,6 +201,7 @@ class _Run:
         self.noise.set_state(payload["noise_state"])
         torch.set_rng_state(payload["torch_rng_state"])
         self.epoch, self.best_epoch = payload["epoch"], payload["best_epoch"]
+        self.saved_epoch = self.epoch
         self.best_score, self.history = payload["best_score"], payload["history"]
 
     def train_epoch(self, progress: bool) -> dict[str, float]:
@@ -203,7 +210,8 @@ class _Run:
         config, kind, model, context = self.config, self.task.kind, self.model, self.context
         order = torch.randperm(len(self.train_set), generator=self.shuffle)
         starts = range(0, len(order), config.batch_size)
-        bar = tqdm(starts, disable=not (progress and context.main), leave=False,
+        bar = tqdm(starts, disable=not (progress and context.main and _is_terminal(sys.stderr)),
+                   leave=False,
                    desc=f"epoch {self.epoch + 1}/{config.epochs}", unit="batch")
         total, units, hits, predictions = 0.0, 0, 0, 0
         model.train()
@@ -279,6 +287,7 @@ class _Run:
         if improved:
             save_checkpoint(self.run_dir / runs.BEST_CHECKPOINT, state)
         save_checkpoint(self.run_dir / runs.LAST_CHECKPOINT, state)
+        self.saved_epoch = self.epoch
         if progress:
             shown = " ".join(f"{key} {row[key]:.4f}" for key in (
                 "train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
@@ -324,6 +333,14 @@ class _Run:
         return TrainResult(self.run_dir, test, self.best_epoch, seconds)
 
 
+def _is_terminal(stream) -> bool:
+    """Progress bars redraw a line: only on a terminal (a log file gets one line per epoch)."""
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def _tensorboard(config: TrainConfig, run_dir: Path):
     if not config.tensorboard:
         return None
@@ -334,16 +351,53 @@ def _tensorboard(config: TrainConfig, run_dir: Path):
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
-def _run(run: _Run, progress: bool) -> TrainResult | None:
-    """Fit and finish; under DDP only the main process returns a result."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says what was saved and how to continue."""
+
+
+def _run(run: _Run, progress: bool, fresh: bool = False) -> TrainResult | None:
+    """Fit and finish; under DDP only the main process returns a result.
+
+    Nothing finished is lost: every finished epoch is in ``checkpoint.pt``. A fresh run that
+    stops before its first epoch ends (an error or Ctrl-C) removes the files it wrote, so the
+    same command can simply be run again.
+    """
     writer = _tensorboard(run.config, run.run_dir) if run.context.main else None
     try:
         run.fit(progress, writer)
         return run.finish() if run.context.main else None
+    except KeyboardInterrupt:
+        if run.saved_epoch == 0:
+            if fresh and run.context.main:
+                runs.remove_unstarted_run(run.run_dir)
+            raise TrainingInterrupted(
+                f"interrupted in epoch 1, before any epoch was saved: nothing to resume "
+                f"(run directory {run.run_dir} {'removed' if fresh else 'left as it was'})"
+            ) from None
+        raise TrainingInterrupted(
+            f"interrupted after epoch {run.saved_epoch} (saved in "
+            f"{run.run_dir / runs.LAST_CHECKPOINT}); continue with: stablernn train --resume "
+            f"{run.run_dir}") from None
+    except (ValueError, FloatingPointError, OSError) as error:
+        if run.saved_epoch == 0 and fresh and run.context.main:
+            runs.remove_unstarted_run(run.run_dir)
+        elif run.saved_epoch > 0:
+            error.add_note(f"epochs 1-{run.saved_epoch} are saved in {run.run_dir}; after fixing the "
+                           "cause, continue with: stablernn train --resume "
+                           f"{run.run_dir}")
+        raise
     finally:
         if writer is not None:
             writer.close()
         distributed.teardown(run.context)
+
+
+def _prepared(config: TrainConfig, run_dir: Path, log: Callable[[str], None],
+              force: bool) -> _Run:
+    """Checks, then the task and the model: everything that can fail before a file is written."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        runs.check_new_run_dir(run_dir, force)
+    return _Run(config, run_dir, log)
 
 
 def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True,
@@ -354,24 +408,57 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
     ``checkpoint.pt`` (written atomically after every epoch, with optimizer and random states
     so :func:`resume` continues exactly), ``best.pt`` (best validation score) and
     ``results.json`` (test figures of the best-validation model). An existing run is never
-    overwritten unless ``force``.
+    overwritten unless ``force`` (which first removes every file of the previous run).
+    Ctrl-C raises :class:`TrainingInterrupted` naming the epoch saved.
     """
     config = config.resolved()
     run_dir = Path(run_dir) if run_dir is not None else runs.default_run_dir(config)
-    run = _Run(config, run_dir, log)  # loads the task and builds the model: fails before writing
+    run = _prepared(config, run_dir, log, force)
     if run.context.main:
         runs.create_run_dir(run_dir, config, force)
     run.context.barrier()
-    log(run.task.summary())
-    parameters = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    log(f"model {config.model} (hidden {config.hidden_size}, {parameters:,} trained parameters) "
-        f"on {run.device}; run directory {run_dir}")
-    return _run(run, progress)
+    run.log(run.task.summary())
+    run.log(_model_line(run))
+    return _run(run, progress, fresh=True)
+
+
+def _model_line(run: _Run) -> str:
+    parameters = sum(p.numel() for p in run.module.parameters() if p.requires_grad)
+    return (f"model {run.config.model} (hidden {run.config.hidden_size}, {parameters:,} trained "
+            f"parameters) on {run.device}; run directory {run.run_dir}")
+
+
+def dry_run(config: TrainConfig, run_dir: str | Path | None = None,
+            log: Callable[[str], None] = print, force: bool = False) -> nn.Module:
+    """Everything ``train`` checks, and nothing it writes: the config, the run directory, the
+    data files, the model (printed, with its parameter count and its certificate at
+    initialisation). Returns the recurrent layer."""
+    from stablernn.certification import certify
+
+    config = config.resolved()
+    if run_dir is not None:
+        runs.check_new_run_dir(Path(run_dir), force)
+    task = load_task(config.task, **config.task_options)
+    torch.manual_seed(config.seed)  # the initialization train() would draw
+    model = build_model(config, task)
+    select_device(config.device)
+    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(task.summary())
+    log(f"{model}\nmodel {config.model} (hidden {config.hidden_size}): {parameters:,} trained "
+        "parameters")
+    layer = recurrent_layer(model)
+    log(f"certificate at initialisation:\n{certify(layer)}")
+    log("dry run: config, data and model are fine; nothing was trained or written")
+    return layer
 
 
 def resume(run_dir: str | Path, progress: bool = True,
-           log: Callable[[str], None] = print) -> TrainResult:
-    """Continue an interrupted run from its last checkpoint, exactly where it stopped."""
+           log: Callable[[str], None] = print, data_dir: str | None = None) -> TrainResult:
+    """Continue an interrupted run from its last checkpoint, exactly where it stopped.
+
+    ``data_dir`` (or ``STABLERNN_DATA_DIR``) says where the task's files are now, when they
+    moved since the run started.
+    """
     run_dir = Path(run_dir)
     config = runs.read_run_config(run_dir)
     checkpoint = run_dir / runs.LAST_CHECKPOINT
@@ -379,12 +466,13 @@ def resume(run_dir: str | Path, progress: bool = True,
         raise runs.RunDirectoryError(
             f"run directory {run_dir} has no {runs.LAST_CHECKPOINT} yet (it stopped before its "
             "first epoch ended): start it again with --force")
+    check_writable_directory(run_dir, "--resume")
     payload = load_checkpoint(checkpoint)
-    if payload["config"] != config.to_dict():
-        raise runs.RunDirectoryError(
-            f"{checkpoint} was written with another config than {run_dir / runs.CONFIG_FILE}; "
-            "refusing to resume a run whose config was changed")
-    run = _Run(config, run_dir, log)
+    runs.check_checkpoint(payload, checkpoint, config, required=runs.CHECKPOINT_KEYS + (
+        "epoch", "optimizer_state", "scheduler_state", "shuffle_state", "noise_state",
+        "torch_rng_state", "best_score", "best_epoch", "history"))
+    run = _Run(config, run_dir, log, data_dir)
+    runs.check_parameter_shapes(payload, run.module.state_dict(), checkpoint)
     run.restore(payload)
-    log(f"resuming {run_dir} after epoch {run.epoch} of {config.epochs}")
+    run.log(f"resuming {run_dir} after epoch {run.epoch} of {config.epochs}")
     return _run(run, progress)

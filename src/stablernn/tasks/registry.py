@@ -27,6 +27,8 @@ before anything is loaded; :func:`load_task` refuses unknown options.
 from __future__ import annotations
 
 import inspect
+import math
+import os
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -82,6 +84,29 @@ def check_task_options(name: str, options: dict[str, Any]) -> None:
         raise ValueError(
             f"task {name!r} has no option(s) {', '.join(unknown)}; its options are "
             f"{', '.join(allowed) or '(none)'}")
+    for key, value in options.items():
+        _check_option_type(name, key, value, allowed[key])
+
+
+def _check_option_type(task: str, key: str, value: Any, default: Any) -> None:
+    """The type an option's default has (``None`` defaults: a path for ``data_dir``, else an
+    integer): checked before anything is loaded, so a config typo fails with its name."""
+    if key == "data_dir":
+        ok, expected = value is None or isinstance(value, (str, os.PathLike)), "a directory path"
+    elif isinstance(default, bool):
+        ok, expected = isinstance(value, bool), "true or false"
+    elif isinstance(default, int) or default is None:
+        ok = (isinstance(value, int) and not isinstance(value, bool)) or (
+            default is None and value is None)
+        expected = "an integer" + (" or null" if default is None else "")
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+        expected = "a finite number"
+    else:
+        ok, expected = isinstance(value, type(default)), f"a {type(default).__name__}"
+    if not ok:
+        raise ValueError(f"task {task!r} option {key} must be {expected}, got {value!r}")
 
 
 def load_task(name: str, **options: Any) -> SequenceTask:
