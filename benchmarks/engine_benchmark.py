@@ -1,4 +1,4 @@
-"""Side-by-side benchmark of stablernn's recurrence engine (issue 6).
+"""Side-by-side benchmark of stablernn's recurrence engine: FLOP bound, LSTM, plain loops.
 
     python benchmarks/engine_benchmark.py                  # T=784, B=128, 2 threads, 5 repeats
     python benchmarks/engine_benchmark.py --json bench.json --repeats 7
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -45,6 +46,7 @@ from reference_loops import LipschitzLoop, SparseComboLoop  # noqa: E402
 from stablernn import engine as stablernn_engine  # noqa: E402
 from stablernn.engine import native  # noqa: E402
 from stablernn.experiments.benchmark import add_arguments  # noqa: E402
+from stablernn.experiments.output import check_writable_file, write_text_atomic  # noqa: E402
 from stablernn.models.lipschitz import LipschitzRNN  # noqa: E402
 from stablernn.models.network import SparseComboNet  # noqa: E402
 
@@ -139,7 +141,8 @@ def _rate(function: Callable[[], object], flops: float, seconds: float = 0.3,
 # The two ways of measuring the machine's GEMM rate at a product's shape:
 BOUNDS = {
     "one product": "one product of the step's shape on all threads (torch.mm), the rate a "
-                   "user measures: the bound of issue 6",
+                   "user measures; this is the FLOP bound the targets use (the step's FLOPs at "
+                   "the measured GEMM peak)",
     "best": "the better of that and a batch of independent products on blocks of B / threads "
             "rows, one block per thread (torch.bmm: how the engine splits its products, without "
             "Python's per-call cost); a recurrence cannot batch its steps, so this bound is "
@@ -356,7 +359,7 @@ def combo_implementations(args) -> tuple[list[Implementation], dict]:
 
 # ---------------------------------------------------------------------------- report
 def targets_for(model: str, data: dict) -> list[tuple[str, float, float | None]]:
-    """(description, measured, target or None) for the issue's targets."""
+    """(description, measured, target or None) for the benchmark's targets."""
     ratios = data["ratios"]
     out = []
     if model == "lipschitz":
@@ -468,6 +471,8 @@ def run(args: argparse.Namespace) -> int:
            args.subnetworks, args.subnetwork_size) < 1:
         raise ValueError("--steps, --batch, --hidden, --subnetworks, --subnetwork-size, "
                          "--threads and --repeats must be >= 1")
+    if args.json:  # before any timing (or the native build): not minutes later, at the end
+        check_writable_file(args.json, "--json")
 
     torch.set_num_threads(args.threads)
     log = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
@@ -503,8 +508,8 @@ def run(args: argparse.Namespace) -> int:
     text = "\n".join(sections)
     print(text)
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
+        Path(args.json).absolute().parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

@@ -35,7 +35,8 @@ def _add_train_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="train a model (default: Lipschitz RNN on sequential digits)",
         description="Train a model and write a run directory (config, metrics, checkpoints).")
-    parser.add_argument("--config", help="JSON file with TrainConfig fields; flags override it")
+    parser.add_argument("--config", help="TOML or JSON file with TrainConfig fields (e.g. "
+                                         "configs/paper002/smnist.toml); flags override it")
     parser.add_argument("--model", choices=sorted(MODELS))
     parser.add_argument("--task", choices=sorted(TASKS))
     parser.add_argument("--hidden-size", type=int)
@@ -55,9 +56,16 @@ def _add_train_parser(subparsers) -> None:
     parser.add_argument("--data-dir", help="where the task's data files are (tasks that need files)")
     parser.add_argument("--run-dir", help="where to write the run (default runs/<time>-<model>-<task>)")
     parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue an interrupted run exactly (no other option may change)")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing run directory")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+                        help="continue an interrupted run exactly (no option may change it; "
+                             "--data-dir may say where its data is now)")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite an existing run directory (its old files are removed)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the config, data and output location, print the model, its "
+                             "parameter count and certificate at initialisation; train nothing")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar or per-epoch lines (the bar shows on terminals "
+                             "only; logs get one line per epoch)")
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -81,17 +89,23 @@ TRAIN_OVERRIDES = ("model", "task", "hidden_size", "epochs", "batch_size", "lear
 
 
 def _train(args: argparse.Namespace) -> int:
-    from stablernn.experiments.training import resume, train
+    from stablernn.experiments.training import dry_run, resume, train
 
     if args.resume:
         changed = [f"--{name.replace('_', '-')}" for name in (*TRAIN_OVERRIDES, "config",
-                   "step_size", "method", "data_dir", "run_dir") if getattr(args, name)]
-        if changed or args.option:
-            raise ValueError(f"--resume continues a run with its own config; remove "
-                             f"{', '.join(changed or ['--option'])}")
-        resume(args.resume, progress=not args.quiet)
+                   "step_size", "method", "run_dir") if getattr(args, name) is not None]
+        changed += [flag for flag, given in (("--option", args.option), ("--force", args.force),
+                                             ("--dry-run", args.dry_run)) if given]
+        if changed:
+            raise ValueError(f"--resume {args.resume} continues the run with its own config; "
+                             f"remove {', '.join(changed)} (to change the run, start a new one)")
+        resume(args.resume, progress=not args.quiet, data_dir=args.data_dir)
         return 0
-    train(_train_config(args), run_dir=args.run_dir, progress=not args.quiet, force=args.force)
+    config = _train_config(args)
+    if args.dry_run:
+        dry_run(config, run_dir=args.run_dir, force=args.force)
+        return 0
+    train(config, run_dir=args.run_dir, progress=not args.quiet, force=args.force)
     return 0
 
 
@@ -100,12 +114,15 @@ def _add_eval_parser(subparsers) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     parser.add_argument("--split", choices=("test", "validation"), default="test")
+    parser.add_argument("--data-dir", help="where the task's data files are now (default: "
+                                           "STABLERNN_DATA_DIR, else where the run found them)")
 
 
 def _eval(args: argparse.Namespace) -> int:
     from stablernn.experiments.evaluation import evaluate_run
 
-    result = evaluate_run(args.run_dir, checkpoint=args.checkpoint, split=args.split)
+    result = evaluate_run(args.run_dir, checkpoint=args.checkpoint, split=args.split,
+                          data_dir=args.data_dir)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -114,31 +131,60 @@ def _add_sweep_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "sweep", help="repeats and grids of runs on Ray Tune (extra 'sweep')",
         description="Run a config over seeds and a grid of settings on Ray Tune; each trial is "
-                    "an ordinary run directory; writes summary.md (mean (n) [min]).")
+                    "an ordinary run directory; writes trials.csv (each trial with its status) "
+                    "and summary.md (mean (n) [min]). A failed trial is listed as failed while "
+                    "the others are summarised (exit 2). Rerunning the same command keeps "
+                    "finished trials, resumes interrupted ones and retries failed ones.")
     parser.add_argument("--config", help="TOML or JSON config (default: the main job)")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="a config key and its values, e.g. model_options.density=0.01,0.033")
     parser.add_argument("--grid-file", help="a sweep definition (TOML: config and [grid]), e.g. "
                                             "configs/ablations/lipschitz-alpha-smnist.toml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a config key of every trial, e.g. learning_rate=0.01 or "
+                             "model_options.step_size=0.1 (values read as JSON; repeatable)")
+    parser.add_argument("--epochs", type=int, help="epochs of every trial")
+    parser.add_argument("--data-dir", help="where the task's data files are (task_options.data_dir)")
     parser.add_argument("--sweep-dir", required=True, help="where the trials and summary go")
+    parser.add_argument("--force", action="store_true",
+                        help="train again trial directories that hold a run of another config, "
+                             "and reuse a sweep directory of another sweep (finished trials of "
+                             "the same config are always kept)")
     parser.add_argument("--address", help="an existing Ray cluster (default: start a local Ray)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
     parser.add_argument("--gpus-per-trial", type=float, default=0.0)
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from stablernn.experiments.sweeps import load_sweep_file, parse_grid, run_sweep
+    from pathlib import Path
 
+    from stablernn.experiments.output import check_writable_directory
+    from stablernn.experiments.sweeps import (
+        apply_setting,
+        load_sweep_file,
+        parse_grid,
+        parse_overrides,
+        run_sweep,
+    )
+
+    check_writable_directory(args.sweep_dir, "--sweep-dir")
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     config, grid = load_sweep_file(args.grid_file) if args.grid_file else (TrainConfig(), {})
     if args.config:
         config = TrainConfig.load(args.config)
+    overrides = parse_overrides(args.set)
+    if args.epochs is not None:
+        overrides["epochs"] = args.epochs
+    if args.data_dir is not None:
+        overrides["task_options.data_dir"] = str(Path(args.data_dir).expanduser().absolute())
+    if overrides:
+        config = apply_setting(config, overrides, source="--set key")
     grid.update(parse_grid(args.grid))
     run_sweep(config, args.sweep_dir, list(range(args.seeds)), grid,
               address=args.address, cpus_per_trial=args.cpus_per_trial,
-              gpus_per_trial=args.gpus_per_trial)
+              gpus_per_trial=args.gpus_per_trial, force=args.force)
     return 0
 
 
@@ -149,10 +195,13 @@ def _add_certify_parser(subparsers) -> None:
                     "and write certificate.json beside it. Exit status 0 when the model is "
                     "certified as it runs (its own step and method contract in the metric), 1 "
                     "when not, 2 on error.")
-    parser.add_argument("path", metavar="PATH", help="a run directory or a checkpoint file")
+    parser.add_argument("path", metavar="PATH",
+                        help="a run directory or a checkpoint file (its directory must be "
+                             "writable: checked before certifying)")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="which checkpoint of a run directory (default best)")
-    parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="do not write PNG plots (skipped with a note without matplotlib)")
 
 
 def _certify(args: argparse.Namespace) -> int:
@@ -182,6 +231,8 @@ def _add_analyze_parser(subparsers) -> None:
     parser.add_argument("--no-hessian", action="store_true")
     parser.add_argument("--no-attacks", action="store_true")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--data-dir", help="where the task's data files are now (default: "
+                                           "STABLERNN_DATA_DIR, else where the run found them)")
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -191,7 +242,8 @@ def _analyze(args: argparse.Namespace) -> int:
         samples=args.samples, hessian_samples=args.hessian_samples, hessian_top_k=args.top_k,
         trace_samples=args.trace_samples, pgd_epsilon=args.pgd_epsilon,
         attack_steps=args.attack_steps, hessian=not args.no_hessian, attacks=not args.no_attacks)
-    result = analyze_run(args.run_dir, args.checkpoint, settings, plots=not args.no_plots)
+    result = analyze_run(args.run_dir, args.checkpoint, settings, plots=not args.no_plots,
+                         data_dir=args.data_dir)
     summary = {key: result[key] for key in ("clean_accuracy", "hessian", "attacks") if key in result}
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.run_dir}/analysis.json")
@@ -207,13 +259,17 @@ def _add_reproduce_parser(subparsers) -> None:
                     "alpha and beta ablations, modules, modularity, sparsity, feedback), then "
                     "write a report with the paper's statement, the measured table and plot, "
                     "and whether the direction agrees. Rerunning continues where it stopped.")
-    parser.add_argument("--out", required=True, help="directory for the runs and the report")
+    parser.add_argument("--out", default="reproduction",
+                        help="directory for the runs and the report (default ./reproduction); "
+                             "checked for writing before any training")
     parser.add_argument("--scale", choices=list(SCALES), default="reduced",
                         help="quick (tests), reduced (default, about 45 min on 2 CPUs), full (GPU)")
     parser.add_argument("--quick", action="store_const", const="quick", dest="scale",
                         help="same as --scale quick")
     parser.add_argument("--claims", help=f"comma-separated subset of: {', '.join(CLAIMS)}")
-    parser.add_argument("--report", help="where report.md goes (default OUT/report.md)")
+    parser.add_argument("--report", help="where report.md goes (default OUT/report.md); "
+                                          "figures go beside it (skipped with a note without "
+                                          "matplotlib)")
     parser.add_argument("--data-dir", help="MNIST IDX files, for --scale full")
 
 
@@ -284,7 +340,8 @@ def _error_message(error: BaseException) -> str:
         target = error.filename if error.filename2 is None else \
             f"{error.filename} -> {error.filename2}"
         return f"{target}: {error.strerror}"
-    return str(error) or type(error).__name__
+    notes = getattr(error, "__notes__", [])
+    return "\n".join([str(error) or type(error).__name__, *notes])
 
 
 def main(argv: list[str] | None = None) -> int:

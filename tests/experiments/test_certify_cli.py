@@ -23,7 +23,7 @@ def test_main_job_prints_and_writes_the_as_run_certificate(tmp_path, capsys):
     certificate = json.loads((run / "certificate.json").read_text())
     assert certificate["contracting"] is True and certificate["contracting_as_run"] is True
     assert certificate["method"] == "exponential" and certificate["step_size"] == 0.3
-    assert 0 < certificate["step_factor"] < 1 and len(certificate["metric"]) == 16
+    assert 0 < certificate["step_factor"] < 1 and certificate["metric"]["size"] == 16
 
 
 def test_paper_setting_exits_1_with_the_reason(tmp_path, capsys):

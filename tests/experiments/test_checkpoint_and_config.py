@@ -53,7 +53,7 @@ def test_config_validation_names_the_key(tmp_path):
         TrainConfig(epochs=0).validate()
     with pytest.raises(ValueError, match="config model must be one of"):
         TrainConfig(model="nope").validate()
-    with pytest.raises(ValueError, match="config learning_rate must be a number > 0"):
+    with pytest.raises(ValueError, match="config learning_rate must be a finite number > 0"):
         TrainConfig(learning_rate=-1).validate()
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"epochs": 2, "learnin_rate": 0.1}))

@@ -67,7 +67,8 @@ def test_resume_refuses_changes_and_non_runs(tmp_path, capsys):
     config["learning_rate"] = 0.5
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert main(["train", "--resume", str(tmp_path), "--quiet"]) == 2
-    assert "config was changed" in capsys.readouterr().err
+    assert "differing in learning_rate (another run's checkpoint, or a config changed" in \
+        capsys.readouterr().err
 
 
 def test_eval_reports_the_test_figures_of_the_run(tmp_path, capsys):
@@ -77,7 +78,7 @@ def test_eval_reports_the_test_figures_of_the_run(tmp_path, capsys):
     reported = json.loads(capsys.readouterr().out)
     results = json.loads((tmp_path / "results.json").read_text())
     assert reported["test_accuracy"] == pytest.approx(results["test_accuracy"])
-    assert reported["loss"] == pytest.approx(results["test_loss"], rel=1e-5)
+    assert reported["test_loss"] == pytest.approx(results["test_loss"], rel=1e-5)
     assert main(["eval", str(tmp_path / "nothing")]) == 2
 
 

@@ -80,12 +80,25 @@ class Certificate:
             return None
         return math.inf if self.step_factor <= 0 else -math.log(self.step_factor)
 
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (metric as nested lists, non-finite numbers as None)."""
+    def to_dict(self, metric: str = "full") -> dict[str, Any]:
+        """A JSON-serialisable dict (non-finite numbers as None).
+
+        ``metric="full"`` (the default) gives the metric as nested lists; ``metric="compact"``
+        gives :func:`metric_summary` instead: the kind, size, extreme eigenvalues and condition
+        number, with the diagonal itself when the metric is diagonal (a full matrix is left to
+        the caller, e.g. ``certificate_metric.npy`` beside ``certificate.json``)."""
+        if metric not in ("full", "compact"):
+            raise ValueError(f"metric must be 'full' or 'compact', got {metric!r}")
+        if self.metric is None:
+            stored = None
+        elif metric == "full":
+            stored = np.asarray(self.metric, float).tolist()
+        else:
+            stored = metric_summary(self.metric)
         return {
             "contracting": bool(self.contracting),
             "condition": self.condition,
-            "metric": None if self.metric is None else np.asarray(self.metric, float).tolist(),
+            "metric": stored,
             "rate": _json_number(self.rate),
             "max_euler_step": _json_number(self.max_euler_step),
             "reason": self.reason,
@@ -119,7 +132,7 @@ class Certificate:
                          f"{self.condition}).")
         if self.metric is not None:
             metric = np.asarray(self.metric)
-            kind = "diagonal" if np.count_nonzero(metric - np.diag(np.diag(metric))) == 0 else "full"
+            kind = metric_kind(metric)
             if kind == "diagonal" and np.allclose(metric, metric[0, 0] * np.eye(len(metric))):
                 kind = "identity (up to scale)"
             lines.append(f"Metric: {kind}, {metric.shape[0]} x {metric.shape[1]}.")
@@ -139,6 +152,46 @@ class Certificate:
 
     def __str__(self) -> str:
         return self.describe()
+
+
+def metric_kind(metric: np.ndarray) -> str:
+    """``"diagonal"`` when every off-diagonal entry is exactly zero, else ``"full"``."""
+    metric = np.asarray(metric)
+    return "diagonal" if np.count_nonzero(metric - np.diag(np.diag(metric))) == 0 else "full"
+
+
+def metric_summary(metric: np.ndarray) -> dict[str, Any]:
+    """A compact, JSON-serialisable description of a metric: ``kind`` (``"diagonal"`` or
+    ``"full"``), ``size``, ``min_eigenvalue``, ``max_eigenvalue``, ``condition_number``, and
+    ``diagonal`` (its entries, exactly) when the metric is diagonal. :func:`metric_from_summary`
+    rebuilds a diagonal metric from it."""
+    metric = np.asarray(metric, dtype=float)
+    kind = metric_kind(metric)
+    if kind == "diagonal":
+        eigenvalues = np.diag(metric)
+    else:
+        eigenvalues = np.linalg.eigvalsh((metric + metric.T) / 2)
+    low, high = float(np.min(eigenvalues)), float(np.max(eigenvalues))
+    summary = {"kind": kind, "size": int(metric.shape[0]), "min_eigenvalue": _json_number(low),
+               "max_eigenvalue": _json_number(high),
+               "condition_number": _json_number(high / low) if low > 0 else None}
+    if kind == "diagonal":
+        summary["diagonal"] = np.diag(metric).tolist()
+    return summary
+
+
+def metric_from_summary(summary: Mapping[str, Any] | list | None) -> np.ndarray | None:
+    """The metric of a ``to_dict()`` entry: nested lists (``metric="full"``) or a diagonal
+    summary (``metric="compact"``); None for None. A compact full metric is not in the summary
+    (read it from where it was stored): that raises ValueError."""
+    if summary is None:
+        return None
+    if isinstance(summary, list):
+        return np.asarray(summary, dtype=float)
+    if summary.get("kind") == "diagonal":
+        return np.diag(np.asarray(summary["diagonal"], dtype=float))
+    raise ValueError(f"this metric summary holds no matrix (kind {summary.get('kind')!r}); "
+                     "the full matrix is stored beside it")
 
 
 def _json_number(value: Any) -> float | None:

@@ -4,6 +4,7 @@
 ``torch.utils.cpp_extension.load_inline`` the first time a process needs it (about 35-60 s on a
 2-core machine), into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``); later processes load the cached library in well under a second.
+A process about to compile says so first, in one line on stderr (:func:`announce_compile`).
 The library's name carries a hash of the source and of the torch version, so a changed source or
 torch rebuilds instead of loading a stale binary.
 
@@ -37,7 +38,8 @@ log = logging.getLogger("stablernn.engine")
 
 BACKENDS = ("native", "python")
 _lock = threading.Lock()
-_state: dict[str, Any] = {"tried": False, "module": None, "reason": None, "forced": None}
+_state: dict[str, Any] = {"tried": False, "module": None, "reason": None, "forced": None,
+                          "announced": False}  # announced: the compile notice was printed
 
 
 def _disabled_by_env() -> bool:
@@ -73,18 +75,47 @@ def _cache_limit_bytes() -> int:
         return 1024 * 2**20
 
 
+COMPILE_NOTICE = ("stablernn: compiling native kernels (first use, about 30-60 s; cached "
+                  "afterwards in {})")
+
+
+def build_directory(name: str) -> str | None:
+    """Where torch's extension cache keeps the build of ``name`` (``$TORCH_EXTENSIONS_DIR`` or
+    ``~/.cache/torch_extensions``, per Python and CUDA version); None when it cannot be told."""
+    from torch.utils import cpp_extension
+
+    try:
+        return cpp_extension._get_build_directory(name, verbose=False)
+    except Exception:  # a private helper of torch: without it, no notice (see below)
+        return None
+
+
+def is_cached(name: str) -> bool | None:
+    """Whether a built library of ``name`` is in the cache (then ``load_inline`` only loads it,
+    in well under a second); None when the cache cannot be found."""
+    directory = build_directory(name)
+    if directory is None:
+        return None
+    return os.path.isfile(os.path.join(directory, f"{name}.so"))
+
+
+def announce_compile(name: str, stream: Any = None) -> bool:
+    """Print :data:`COMPILE_NOTICE` (one line, to ``stream``, default stderr) when ``name`` is
+    about to be compiled, i.e. its library is not cached; at most once per process. True when
+    the notice was printed."""
+    if _state.get("announced") or is_cached(name) is not False:
+        return False
+    _state["announced"] = True
+    stream = sys.stderr if stream is None else stream
+    print(COMPILE_NOTICE.format(build_directory(name)), file=stream, flush=True)
+    return True
+
+
 def _compile(flags: list[str]) -> Any:
     from torch.utils import cpp_extension
 
     name = extension_name(flags)
-    try:
-        build_dir = cpp_extension._get_build_directory(name, verbose=False)
-        cached = os.path.exists(os.path.join(build_dir, f"{name}.so"))
-    except Exception:  # a private helper: its absence only costs the log line below
-        build_dir, cached = None, True
-    if not cached:
-        log.warning("stablernn engine: compiling the native kernels (first use, about a "
-                    "minute; cached afterwards in %s)", build_dir)
+    announce_compile(name)
     link = [flag for flag in flags if flag == "-fopenmp"]
     return cpp_extension.load_inline(name, cpp_sources=[SOURCE], extra_cflags=flags,
                                      extra_ldflags=link, verbose=False)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from stablernn.experiments.output import default_file_mode
+from stablernn.experiments.output import write_atomic
 
 FORMAT = "stablernn.checkpoint"
 VERSION = 1
@@ -27,18 +25,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, default_file_mode())  # mkstemp's 0600 would differ from other files
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda stream: torch.save(
+        {"format": FORMAT, "version": VERSION, **payload}, stream))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 class OutputLocationError(ValueError):
@@ -54,26 +56,39 @@ def check_writable_file(path: str | os.PathLike, argument: str) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputLocationError(f"{argument} {path} is a directory; expected a file name")
-    check_writable_directory(path.absolute().parent, argument)
+    existing = _nearest_existing(path.absolute().parent)
+    if not existing.is_dir():
+        raise OutputLocationError(f"{argument} {path}: {existing} is a file, so {path.name} "
+                                  "cannot be written below it; expected a path in a directory")
+    _probe(existing, argument, path)
     return path
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` beside ``path`` and rename it over ``path``: readers never see half a file.
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(stream)`` on a file beside ``path``, then rename it over ``path``: an
+    interruption leaves the old file or the new one, never half a file.
 
-    The file gets the usual mode (0666 less the umask), like any file the process creates.
+    The file gets the usual mode (0666 less the umask), like any file the process creates
+    (``mkstemp``'s 0600 would make checkpoints unlike every other file of a run).
     """
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
         os.chmod(temporary, default_file_mode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """:func:`write_atomic` of a text (UTF-8)."""
+    return write_atomic(path, lambda stream: stream.write(text.encode()))
 
 
 def default_file_mode() -> int:

@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from itertools import pairwise
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,11 @@ from stablernn.experiments import runs
 from stablernn.experiments.analyze import AnalysisSettings, analyze_model
 from stablernn.experiments.config import TrainConfig
 from stablernn.experiments.evaluation import load_model
+from stablernn.experiments.output import (
+    check_writable_directory,
+    check_writable_file,
+    write_text_atomic,
+)
 from stablernn.experiments.training import resume, train
 from stablernn.tasks import load_task
 
@@ -238,9 +243,11 @@ class Section:
     verdict: str = ""
     checks: list[tuple[str, str]] = field(default_factory=list)  # (what was compared, verdict)
     table: str = ""
-    figures: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)  # file names of the figures drawn
     notes: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    # figures to draw once the results are written: (file name, function that draws it)
+    plots: list[tuple[str, Callable[[], Any]]] = field(default_factory=list)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -349,10 +356,10 @@ def claim_noise(runner: Runner, figures: Path) -> Section:
                               analyses["lipschitz"][0]["noise"]["salt-and-pepper"]], rows[3:])
     from stablernn.experiments.plots import plot_curves
 
-    path = plot_curves(panels, {"white": "noise standard deviation",
-                                "salt-and-pepper": "fraction of inputs flipped"},
-                       "test accuracy", figures / "noise.png")
-    section.figures.append(path.name)
+    section.plots.append(("noise.png", lambda: plot_curves(
+        panels, {"white": "noise standard deviation",
+                 "salt-and-pepper": "fraction of inputs flipped"},
+        "test accuracy", figures / "noise.png")))
     section.data = {f"{kind}/{model}": value for (kind, model), value in area.items()}
     return section
 
@@ -404,7 +411,8 @@ def _sweep(runner: Runner, claim: str, values: Sequence, make_config: Callable[[
 
 
 def _sweep_figure(name: str, title: str, xlabel: str, curves: dict[str, dict],
-                  figures: Path, log_x: bool = False) -> str:
+                  figures: Path, log_x: bool = False) -> tuple[str, Callable[[], Any]]:
+    """``(file name, function drawing it)`` of a sweep's accuracy curve (a deferred plot)."""
     from stablernn.experiments.plots import plot_curves
 
     keys = list(next(iter(curves.values())))
@@ -414,8 +422,9 @@ def _sweep_figure(name: str, title: str, xlabel: str, curves: dict[str, dict],
              for label, stats in curves.items()}
     labels = None if numeric else ["x".join(map(str, k)) if isinstance(k, tuple) else str(k)
                                    for k in keys]
-    return plot_curves({title: panel}, xlabel, "test accuracy", figures / f"{name}.png",
-                       log_x=log_x, tick_labels=labels).name
+    return f"{name}.png", lambda: plot_curves({title: panel}, xlabel, "test accuracy",
+                                              figures / f"{name}.png", log_x=log_x,
+                                              tick_labels=labels)
 
 
 def claim_alpha(runner: Runner, figures: Path) -> Section:
@@ -446,7 +455,7 @@ def claim_alpha(runner: Runner, figures: Path) -> Section:
                                    separated(stats[best], stats[alpha]) if alpha != best
                                    else "disagrees"))
     section.table = _table(["task", "alpha", "test accuracy"], rows)
-    section.figures.append(_sweep_figure("alpha", "Lipschitz RNN, eq. 12", "alpha", curves, figures))
+    section.plots.append(_sweep_figure("alpha", "Lipschitz RNN, eq. 12", "alpha", curves, figures))
     section.data = {task: {str(k): v for k, v in stats.items()} for task, stats in curves.items()}
     return section
 
@@ -477,7 +486,7 @@ def claim_beta(runner: Runner, figures: Path) -> Section:
                                f"peak {peak}", "agrees" if abs(best_all - statistics.fmean(peak))
                                <= 0.1 else "disagrees"))
     section.table = _table(["task", "beta", "test accuracy"], rows)
-    section.figures.append(_sweep_figure("beta", "Lipschitz RNN, eq. 6", "beta", curves, figures))
+    section.plots.append(_sweep_figure("beta", "Lipschitz RNN, eq. 6", "beta", curves, figures))
     section.data = {task: {str(k): v for k, v in stats.items()} for task, stats in curves.items()}
     return section
 
@@ -514,7 +523,7 @@ def claim_modules(runner: Runner, figures: Path) -> Section:
                                else "disagrees"))
     section.checks.append((f"{counts[-1]} modules > 1 module",
                            separated(stats[counts[-1]], stats[counts[0]])))
-    section.figures.append(_sweep_figure("modules", "Sparse Combo Net, 32-unit subnetworks",
+    section.plots.append(_sweep_figure("modules", "Sparse Combo Net, 32-unit subnetworks",
                                          "number of subnetworks", {"sparse-combo": stats}, figures))
     section.notes.append("Subnetwork density is 3.3% at 32 units (the paper's best), the "
                          "configuration of figure 4.")
@@ -542,7 +551,7 @@ def claim_modularity(runner: Runner, figures: Path) -> Section:
                                    separated(stats[best], stats[end])))
     else:
         section.checks.append(("inverse U: an intermediate modularity is best", "disagrees"))
-    section.figures.append(_sweep_figure(
+    section.plots.append(_sweep_figure(
         "modularity", f"Sparse Combo Net, {total} units", "subnetworks x units",
         {"sparse-combo": stats}, figures))
     section.notes.append(
@@ -583,7 +592,7 @@ def claim_sparsity(runner: Runner, figures: Path) -> Section:
     best = max(densities, key=lambda d: stats[d]["mean"])
     section.checks.append((f"the best density ({best:g}) is a sparse one (<= 5%)",
                            "agrees" if best <= 0.05 else "disagrees"))
-    section.figures.append(_sweep_figure("sparsity", f"Sparse Combo Net {subnetworks}x{units}",
+    section.plots.append(_sweep_figure("sparsity", f"Sparse Combo Net {subnetworks}x{units}",
                                          "density", {"sparse-combo": stats}, figures, log_x=True))
     section.data = {str(d): v for d, v in stats.items()}
     return section
@@ -632,7 +641,8 @@ LIMITS = {
 
 
 def write_report(sections: list[Section], path: Path, scale: Scale, command: str,
-                 figures_dir: str, seconds: float, compute: tuple[float, float, int]) -> Path:
+                 figures_dir: str, seconds: float, compute: tuple[float, float, int],
+                 figures_note: str | None = None) -> Path:
     training, analysis, count = compute
     lines = ["# Reproduction of the papers' claims", "",
              f"Written by `{command}`; this invocation took {seconds / 60:.1f} minutes. The "
@@ -643,8 +653,11 @@ def write_report(sections: list[Section], path: Path, scale: Scale, command: str
              "Each check compares means over seeds: *agrees* when the gap exceeds the larger "
              "standard deviation over seeds, *agrees within the seed spread* when only the "
              "means are in order, *disagrees* otherwise. Figures: mean +- standard deviation "
-             "over seeds. Tables: mean +- std [min, max].", "", "## Summary", "",
-             _table(["claim", "verdict"], [[s.title, s.verdict] for s in sections]), ""]
+             "over seeds. Tables: mean +- std [min, max].", ""]
+    if figures_note:
+        lines += [figures_note, ""]
+    lines += ["## Summary", "",
+              _table(["claim", "verdict"], [[s.title, s.verdict] for s in sections]), ""]
     for section in sections:
         lines += [f"## {section.title}", "", f"**Paper:** {section.paper}", "",
                   f"**Verdict: {section.verdict}.**", "", section.table, ""]
@@ -656,8 +669,29 @@ def write_report(sections: list[Section], path: Path, scale: Scale, command: str
         lines += [f"- {note}" for note in section.notes]
         if section.notes:
             lines.append("")
-    path.write_text("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
     return path
+
+
+PLOTS_SKIPPED = ("(matplotlib not installed: no figures in the report; "
+                 "pip install 'stablernn[plot]')")
+
+
+def draw_figures(sections: Sequence[Section], figures: Path,
+                 log: Callable[[str], None]) -> str | None:
+    """Draw the sections' deferred plots into ``figures`` (recording each drawn file in
+    ``section.figures``). Without matplotlib, says so once through ``log`` and returns that note
+    (the report then has tables only); None when every figure was drawn."""
+    for section in sections:
+        for name, draw in section.plots:
+            try:
+                figures.mkdir(parents=True, exist_ok=True)
+                draw()
+            except ImportError:
+                log(PLOTS_SKIPPED)
+                return "Figures were not drawn: matplotlib is not installed."
+            section.figures.append(name)
+    return None
 
 
 def reproduce(out: str | Path, scale: str = "reduced", claims: Sequence[str] | None = None,
@@ -672,12 +706,14 @@ def reproduce(out: str | Path, scale: str = "reduced", claims: Sequence[str] | N
     if unknown or not claims:
         raise ValueError(f"unknown claim(s) {', '.join(map(repr, unknown)) or '(none given)'}: "
                          f"choose from {', '.join(CLAIMS)}")
-    out = Path(out)
+    out = check_writable_directory(out, "--out")  # before any training
+    if report is None:
+        report = check_writable_file(out / "report.md", "--out")
+    else:
+        report = check_writable_file(report, "--report")
     out.mkdir(parents=True, exist_ok=True)
-    report = Path(report) if report is not None else out / "report.md"
     report.parent.mkdir(parents=True, exist_ok=True)
     figures = report.parent / f"{report.stem}-figures"
-    figures.mkdir(exist_ok=True)
     runner = Runner(out, SCALES[scale], data_dir, log)
     started = time.perf_counter()
     sections = []
@@ -689,12 +725,20 @@ def reproduce(out: str | Path, scale: str = "reduced", claims: Sequence[str] | N
         if scale == "quick":
             section.verdict = "not tested (quick mode)"
         sections.append(section)
-    (out / "claims.json").write_text(json.dumps(
+    # the results first (claims.json, then the report with tables only), the figures last:
+    # a missing matplotlib or a failing plot loses nothing that was computed
+    write_text_atomic(out / "claims.json", json.dumps(
         {s.claim: {"verdict": s.verdict, "checks": s.checks, "data": s.data} for s in sections},
         indent=2, default=str) + "\n")
     training, analysis = runner.compute_seconds()
+    compute = (training, analysis, runner.used_runs())
+    write_report(sections, report, SCALES[scale], command, figures.name,
+                 time.perf_counter() - started, compute)
+    if not any(section.plots for section in sections):
+        return report
+    note = draw_figures(sections, figures, log)
     return write_report(sections, report, SCALES[scale], command, figures.name,
-                        time.perf_counter() - started, (training, analysis, runner.used_runs()))
+                        time.perf_counter() - started, compute, note)
 
 
 __all__ = ["CLAIMS", "SCALES", "Scale", "Section", "combo_density", "combo_magnitude",

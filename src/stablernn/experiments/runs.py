@@ -107,10 +107,10 @@ def check_checkpoint(payload: dict[str, Any], file: Path,
         differing = sorted(key for key in payload["config"]
                            if payload["config"][key] != run_config.to_dict().get(key))
         raise CheckpointError(
-            f"checkpoint {file} belongs to another run: it holds model {config.model!r} on "
-            f"{config.task!r} (differing: {', '.join(differing)}), but {file.parent / CONFIG_FILE} "
-            f"describes model {run_config.model!r} on {run_config.task!r}; expected the run's own "
-            "checkpoint")
+            f"checkpoint {file} does not belong to this run: it holds model {config.model!r} on "
+            f"{config.task!r}, {file.parent / CONFIG_FILE} describes model {run_config.model!r} "
+            f"on {run_config.task!r}, differing in {', '.join(differing)} (another run's "
+            "checkpoint, or a config changed since); expected the run's own checkpoint and config")
     return config
 
 

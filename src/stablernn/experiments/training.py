@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from stablernn.experiments import distributed, runs
 from stablernn.experiments.checkpoint import load_checkpoint, save_checkpoint
 from stablernn.experiments.config import TrainConfig
-from stablernn.experiments.output import check_writable_directory
+from stablernn.experiments.output import check_writable_directory, write_text_atomic
 from stablernn.models.readouts import PerStepReadout, SequenceClassifier
 from stablernn.models.registry import build_layer
 from stablernn.tasks import (
@@ -307,26 +307,19 @@ class _Run:
         results = {f"test_{key}": value for key, value in test.items()}
         results.update(best_epoch=self.best_epoch, train_seconds=seconds,
                        test_samples=len(self.test_set), epochs=self.epoch)
-        (self.run_dir / runs.RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-        try:
-            from stablernn.experiments.plots import plot_training
-
-            plot_training(self.history, self.run_dir / "training.png")
-        except ImportError:
-            self.log("(matplotlib not installed: no training.png; pip install 'stablernn[plot]')")
-        from stablernn.experiments.certificates import (
-            write_certificate,
-            write_certificate_plots,
-        )
+        write_text_atomic(self.run_dir / runs.RESULTS_FILE, json.dumps(results, indent=2) + "\n")
         from stablernn.certification import certify
+        from stablernn.experiments.certificates import write_certificate, write_certificate_plots
+        from stablernn.experiments.plots import plot_training
 
         layer = recurrent_layer(self.module)
         certificate = certify(layer)
         write_certificate(certificate, self.run_dir)
-        try:
+        try:  # the figures above are written; plots are extras
+            plot_training(self.history, self.run_dir / "training.png")
             write_certificate_plots(layer, certificate, self.run_dir)
         except ImportError:
-            pass
+            self.log("(matplotlib not installed: no training.png; pip install 'stablernn[plot]')")
         self.log(f"certificate of the trained model (certificate.json):\n{certificate}")
         shown = ", ".join(f"test {key} {value:.4f}" for key, value in sorted(test.items()))
         self.log(f"{shown} (model of epoch {self.best_epoch}); trained in {seconds:.0f} s")
