@@ -145,7 +145,8 @@ def _add_sweep_parser(subparsers) -> None:
                         help="set a config key of every trial, e.g. learning_rate=0.01 or "
                              "model_options.step_size=0.1 (values read as JSON; repeatable)")
     parser.add_argument("--epochs", type=int, help="epochs of every trial")
-    parser.add_argument("--data-dir", help="where the task's data files are (task_options.data_dir)")
+    parser.add_argument("--data-dir",
+                        help="where the task's data files are (task_options.data_dir)")
     parser.add_argument("--sweep-dir", required=True, help="where the trials and summary go")
     parser.add_argument("--force", action="store_true",
                         help="train again trial directories that hold a run of another config, "

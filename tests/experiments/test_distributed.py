@@ -33,6 +33,9 @@ def test_two_process_gloo_training_equals_single_process(tmp_path):
          "-m", "stablernn", "train", *ARGS, "--run-dir", str(parallel)],
         capture_output=True, text=True, env=environment, timeout=300)
     assert launched.returncode == 0, launched.stderr[-3000:]
+    # only rank 0 speaks, and DDP has nothing to warn about (gradient strides)
+    assert launched.stdout.count("model lipschitz (hidden 16") == 1, launched.stdout
+    assert "Warning" not in launched.stderr, launched.stderr[-3000:]
 
     one = load_checkpoint(single / "checkpoint.pt")["model_state"]
     two = load_checkpoint(parallel / "checkpoint.pt")["model_state"]
