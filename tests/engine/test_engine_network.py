@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stablernn.engine import native, network_euler, network_unsupported, run_network, use_backend
@@ -71,12 +71,26 @@ def assert_matches(engine, loop, steps, batch, dtype, seed=0, last_only=False):
     assert relative_error(out_e, out_l) < tol
     assert set(grads_e) == set(grads_l)
     floor = 1e-2 * max(g.abs().max().item() for g in grads_l.values())
+    exact = None
     for name in grads_l:
-        assert relative_error(grads_e[name], grads_l[name], floor) < tol, name
+        if relative_error(grads_e[name], grads_l[name], floor) < tol:
+            continue
+        if dtype != torch.float32:
+            raise AssertionError(f"{name}: engine and loop differ")
+        # float32: within twice the loop's own rounding error (both against a float64 loop)
+        if exact is None:
+            wide = copy.deepcopy(loop).double()
+            _, exact = run_and_grad(wide, inputs.double(), h0.double(), weights.double(),
+                                    last_only)
+        loop_error = relative_error(grads_l[name].double(), exact[name], floor)
+        engine_error = relative_error(grads_e[name].double(), exact[name], floor)
+        assert engine_error <= max(tol, 2 * loop_error), name
     return grads_l
 
 
 @settings(max_examples=20, deadline=None)
+@example(seed=3, steps=16, batch=3, count=1, size=1, step_size=0.2591122405635977,
+         dtype=torch.float32, backend="native", activation="sigmoid")  # exact gradient 0
 @given(seed=st.integers(0, 10_000), steps=st.integers(1, 25), batch=st.integers(1, 4),
        count=st.integers(1, 4), size=st.integers(1, 6), step_size=st.floats(0.02, 0.5),
        dtype=st.sampled_from([torch.float32, torch.float64]),

@@ -106,7 +106,7 @@ def _check_option_type(task: str, key: str, value: Any, default: Any) -> None:
     else:
         ok, expected = isinstance(value, type(default)), f"a {type(default).__name__}"
     if not ok:
-        raise ValueError(f"task {task!r} option {key} must be {expected}, got {value!r}")
+        raise ValueError(f"task option {key} must be {expected}, got {value!r} (task {task!r})")
 
 
 def load_task(name: str, **options: Any) -> SequenceTask:
