@@ -117,3 +117,11 @@ def test_missing_files_say_what_where_and_how(tmp_path, monkeypatch):
         load_task("smnist")
     with pytest.raises(MissingDataError, match="does not exist"):
         load_task("smnist", data_dir=tmp_path / "nowhere")
+
+
+def test_eight_pixels_per_step_are_consecutive_pixels_of_the_sequence(tmp_path):
+    write_mnist(tmp_path, gz=False)
+    one = load_task("psmnist", data_dir=tmp_path, validation=10)
+    eight = load_task("psmnist", data_dir=tmp_path, validation=10, pixels_per_step=8)
+    assert eight.input_size == 8 and eight.sequence_length == 98
+    torch.testing.assert_close(eight.test.tensors[0], one.test.tensors[0].reshape(TEST, 98, 8))

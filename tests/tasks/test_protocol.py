@@ -28,7 +28,8 @@ def test_every_task_is_registered_with_its_options():
                 "noise-cifar10", "adding", "copy", "ptb-char", "ptb-word", "timit"}
     assert set(TASKS) == expected
     assert task_options("smnist") == {"data_dir": None, "validation": 2000, "split_seed": 1234,
-                                      "permutation_seed": 12008}
+                                      "permutation_seed": 12008, "validation_from": "start",
+                                      "pixels_per_step": 1}
     assert "char_tokens" in task_options("ptb-char") and "char_tokens" not in task_options(
         "ptb-word")
     assert task_options("noise-cifar10")["length"] == 1000

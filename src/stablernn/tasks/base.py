@@ -176,17 +176,30 @@ class SequenceTask:
         )
 
 
+VALIDATION_FROM = ("start", "end")
+
+
 def split_indices(
-    count: int, validation: int, test: int, seed: int
+    count: int, validation: int, test: int, seed: int, validation_from: str = "start"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A fixed shuffled split (``numpy.random.RandomState(seed)``) into train/validation/test.
 
-    ``order = RandomState(seed).permutation(count)``; validation is ``order[:validation]``,
-    test ``order[validation:validation + test]``, training the rest (in that shuffled order).
+    ``order = RandomState(seed).permutation(count)``, then (training keeps that shuffled order):
+
+    - ``validation_from="start"`` (the default): validation is ``order[:validation]``, test
+      ``order[validation:validation + test]``, training the rest, ``order[validation + test:]``;
+    - ``"end"`` (the official Lipschitz RNN code: ``R = RandomState(1234).permutation(n)``,
+      training ``R[:n - 2000]``, validation ``R[n - 2000:]``): validation is the last
+      ``validation`` of the shuffle, ``order[count - validation:]``, test the ``test`` before
+      it, training the first ``count - validation - test``.
     """
+    check_choice("validation_from", validation_from, VALIDATION_FROM)
     if validation + test >= count:
         raise ValueError(f"validation + test ({validation + test}) must be < samples ({count})")
     order = np.random.RandomState(seed).permutation(count)
+    if validation_from == "end":
+        kept = count - validation - test
+        return order[:kept], order[count - validation:], order[kept:count - validation]
     return order[validation + test:], order[:validation], order[validation:validation + test]
 
 
@@ -215,3 +228,19 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"task option {name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> Any:
+    """``value`` if it is one of ``choices``, or a ValueError naming the option."""
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"task option {name} must be one of "
+                         f"{', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is True or False, or a ValueError naming the option."""
+    if not isinstance(value, bool):
+        raise ValueError(  # noqa: TRY004 - a bad task option is a ValueError, as everywhere here
+            f"task option {name} must be true or false, got {value!r}")
+    return value

@@ -14,15 +14,26 @@ a DataFormatError instead of running code. Still, only use files you obtained fr
 you trust.
 
 Both tasks hold ``validation`` (default 5,000) of the 50,000 training images out for
-validation, ``numpy.random.RandomState(split_seed=1234).permutation(50000)[:validation]``; the
-test split is ``test_batch``. Pixels are scaled to [0, 1] and then normalized per channel with
-the mean and standard deviation of the (remaining) training images' pixels (in
-``task.info``).
+validation: with ``order = numpy.random.RandomState(split_seed=1234).permutation(50000)``,
+``order[:validation]`` (``validation_from="start"``, default) or ``order[50000 - validation:]``
+(``"end"``: the official Lipschitz RNN code held out ``R[48000:]``, so ``validation=2000,
+validation_from="end"`` is its split); the test split is ``test_batch``. Pixels are scaled to
+[0, 1] and then normalized per channel with the mean and standard deviation of the
+(remaining) training images' pixels (in ``task.info``; the official code normalized sCIFAR
+with the fixed constants ``(0.4914, 0.4822, 0.4465)`` / ``(0.2023, 0.1994, 0.2010)`` and
+noise-padded CIFAR not at all).
 
 - ``scifar10`` (paper 002 appendix B.2; paper 000 section 4): T = 1024 steps in raster order,
   step ``t`` is the RGB triple of pixel ``t`` (``x[t] = (R[t], G[t], B[t])``, F = 3). The official
   Lipschitz RNN code reshaped the channel-major rows so that a step held three pixels of one
-  channel; that is not what the paper describes and is not done here.
+  channel; that is not what the paper describes and is not done here. ``augment=True`` (the
+  official training protocol; default False) randomly crops every training image after
+  padding it with 4 black pixels per side and flips it left-right with probability 1/2, each
+  time a batch is drawn, before it is read as a sequence (see
+  :class:`~stablernn.tasks.datasets.AugmentedImageDataset`; the random numbers come from the
+  generator given to :func:`~stablernn.tasks.get_batch`). Validation and test images are
+  never augmented (the official validation split, a subset of the augmented training set,
+  was).
 - ``noise-cifar10`` (paper 002 appendix B.2, after Chang et al. 2019): step ``t < 32`` is row
   ``t`` of the image with the three channels' rows stacked (``x[t] = (R[t, :], G[t, :],
   B[t, :])``, F = 96), then i.i.d. standard Gaussian noise up to T = ``length`` = 1000 (968 noise
@@ -47,9 +58,16 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from stablernn.tasks.base import SequenceTask, check_int, split_indices
+from stablernn.tasks.base import (
+    VALIDATION_FROM,
+    SequenceTask,
+    check_bool,
+    check_choice,
+    check_int,
+    split_indices,
+)
 from stablernn.tasks.bundled import SPLIT_SEED
-from stablernn.tasks.datasets import NoisePaddedDataset
+from stablernn.tasks.datasets import AugmentedImageDataset, NoisePaddedDataset
 from stablernn.tasks.files import DataFormatError, MissingDataError, find_file, resolve_data_dir
 
 VALIDATION_SIZE = 5000
@@ -58,6 +76,7 @@ TEST_FILE = "test_batch"
 ARCHIVE = "cifar-10-python.tar.gz"
 ARCHIVE_FOLDER = "cifar-10-batches-py"
 SIDE, PIXELS = 32, 1024
+AUGMENT_PADDING = 4  # pixels per side, as torchvision's RandomCrop(32, padding=4)
 HELP = (
     "CIFAR-10 is expected in its python version: the pickled batches data_batch_1 ... "
     "data_batch_5 and test_batch, in DIR or DIR/cifar-10-batches-py, or the archive "
@@ -201,10 +220,12 @@ def normalized_images(data: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -
     return images.div_(255.0).sub_(mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1))
 
 
-def _splits(data_dir, task, validation, split_seed):
+def _splits(data_dir, task, validation, split_seed, validation_from="start"):
     validation = check_int("validation", validation)
+    check_choice("validation_from", validation_from, VALIDATION_FROM)
     train_data, train_labels, test_data, test_labels = load_cifar10_arrays(data_dir, task)
-    train_idx, val_idx, _ = split_indices(len(train_data), validation, 0, split_seed)
+    train_idx, val_idx, _ = split_indices(len(train_data), validation, 0, split_seed,
+                                          validation_from)
     mean, std = channel_statistics(train_data[train_idx])
     splits = {
         "train": (train_data[train_idx], train_labels[train_idx]),
@@ -217,21 +238,31 @@ def _splits(data_dir, task, validation, split_seed):
 
 
 def scifar10_task(data_dir: str | os.PathLike | None = None, validation: int = VALIDATION_SIZE,
-                  split_seed: int = SPLIT_SEED) -> SequenceTask:
+                  split_seed: int = SPLIT_SEED, validation_from: str = "start",
+                  augment: bool = False) -> SequenceTask:
     """Sequential CIFAR-10: 1024 steps of one RGB triple each (see the module docstring)."""
-    splits, info = _splits(data_dir, "scifar10", validation, split_seed)
+    check_bool("augment", augment)
+    splits, info = _splits(data_dir, "scifar10", validation, split_seed, validation_from)
 
     def sequences(images, labels):  # (n, 3, 32, 32) -> (n, 1024, 3): step t = pixel t
-        return TensorDataset(images.reshape(len(images), 3, PIXELS).transpose(1, 2).contiguous(),
-                             labels)
+        return TensorDataset(AugmentedImageDataset.sequences(images), labels)
 
+    if augment:  # padded with black: the normalized value of a pixel 0
+        black = -torch.tensor(info["channel_mean"]) / torch.tensor(info["channel_std"])
+        train = AugmentedImageDataset(*splits["train"], fill=black, pad=AUGMENT_PADDING)
+        info = {**info, "augmentation": f"random crop ({AUGMENT_PADDING}-pixel black padding) "
+                                        "and horizontal flip, training batches only"}
+    else:
+        train = sequences(*splits["train"])
     return SequenceTask(
-        name="scifar10", train=sequences(*splits["train"]),
+        name="scifar10", train=train,
         validation=sequences(*splits["validation"]), test=sequences(*splits["test"]),
         input_size=3, output_size=10, sequence_length=PIXELS,
         description=("CIFAR-10, 32x32 pixels one RGB triple per step in raster order, "
                      f"normalized per channel; {validation} training images held out for "
-                     "validation"),
+                     "validation" + (" (the last of the shuffle)" if validation_from == "end"
+                                     else "")
+                     + ("; training images randomly cropped and flipped" if augment else "")),
         info=info,
     )
 
@@ -239,7 +270,8 @@ def scifar10_task(data_dir: str | os.PathLike | None = None, validation: int = V
 def noise_cifar10_task(data_dir: str | os.PathLike | None = None, length: int = 1000,
                        noise_std: float = 1.0, noise_seed: int = 0,
                        validation: int = VALIDATION_SIZE,
-                       split_seed: int = SPLIT_SEED) -> SequenceTask:
+                       split_seed: int = SPLIT_SEED,
+                       validation_from: str = "start") -> SequenceTask:
     """Noise-padded CIFAR-10: 32 row steps of 96 values, then Gaussian noise up to ``length``."""
     length = check_int("length", length, SIDE)
     noise_seed = check_int("noise_seed", noise_seed, 0)
@@ -247,7 +279,7 @@ def noise_cifar10_task(data_dir: str | os.PathLike | None = None, length: int = 
         raise ValueError(f"task option noise_seed must be < 2**31, got {noise_seed}")
     if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) or noise_std < 0:
         raise ValueError(f"task option noise_std must be a number >= 0, got {noise_std!r}")
-    splits, info = _splits(data_dir, "noise-cifar10", validation, split_seed)
+    splits, info = _splits(data_dir, "noise-cifar10", validation, split_seed, validation_from)
 
     def rows(images):  # (n, 3, 32, 32) -> (n, 32, 96): step t = (R row t, G row t, B row t)
         return images.permute(0, 2, 1, 3).reshape(len(images), SIDE, 3 * SIDE).contiguous()

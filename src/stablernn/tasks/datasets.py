@@ -5,6 +5,8 @@
   evaluation.
 - :class:`NextFrameDataset`: sequences of different lengths, each step predicting the next
   frame, padded per batch with a mask (``timit``).
+- :class:`AugmentedImageDataset`: images randomly cropped (after zero padding) and flipped
+  when the batch is built, then read as pixel sequences (``scifar10`` with ``augment``).
 """
 
 from __future__ import annotations
@@ -138,3 +140,78 @@ class NextFrameDataset(BatchDataset):
 
     def subset(self, indices: torch.Tensor) -> NextFrameDataset:
         return NextFrameDataset([self.sequences[i] for i in torch.as_tensor(indices).tolist()])
+
+
+class AugmentedImageDataset(BatchDataset):
+    """Images ``(n, C, H, W)``, augmented when a batch is built, then read pixel by pixel.
+
+    The augmentation of torchvision's ``RandomCrop(H, padding=pad)`` followed by
+    ``RandomHorizontalFlip()`` (what the official Lipschitz RNN code applied to CIFAR-10
+    training images): each image is padded by ``pad`` pixels on every side with ``fill`` (one
+    value per channel: the value a black pixel has after normalization, so the padding is
+    black as in torchvision, which pads before ``ToTensor``/``Normalize``), an ``H x W`` window
+    is cut at offsets ``(top, left)`` drawn uniformly from ``0 .. 2 pad``, and the window is
+    mirrored left-right with probability 1/2. The random numbers come from ``generator``
+    (torch's global generator when ``None``): for a batch of ``n`` images, first
+    ``torch.randint(0, 2 pad + 1, (n, 2))`` (top, left), then ``torch.rand(n) < 0.5`` (flip),
+    so a training loop that checkpoints its generator resumes with the same draws.
+
+    Step ``t`` of a sample is pixel ``t`` in raster order, its ``C`` channels the features
+    (``(n, H W, C)``), as ``scifar10`` reads CIFAR-10.
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, fill: torch.Tensor,
+                 pad: int = 4):
+        if images.dim() != 4:
+            raise ValueError(f"images must be (samples, channels, height, width), got "
+                             f"{tuple(images.shape)}")
+        if len(targets) != len(images):
+            raise ValueError(f"{len(targets)} targets for {len(images)} images")
+        self.images, self.targets, self.pad = images, targets, int(pad)
+        self.fill = torch.as_tensor(fill, dtype=images.dtype).reshape(-1)
+        if len(self.fill) != images.shape[1]:
+            raise ValueError(f"fill needs one value per channel ({images.shape[1]}), got "
+                             f"{len(self.fill)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def augment(self, images: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Randomly cropped (after padding with ``fill``) and flipped copies of ``images``."""
+        count, channels, height, width = images.shape
+        pad = self.pad
+        padded = self.fill.view(1, channels, 1, 1).expand(
+            count, channels, height + 2 * pad, width + 2 * pad).clone()
+        padded[:, :, pad:pad + height, pad:pad + width] = images
+        offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator)
+        flips = torch.rand(count, generator=generator) < 0.5
+        rows = (offsets[:, 0:1] + torch.arange(height)).view(count, 1, height, 1)
+        columns = (offsets[:, 1:2] + torch.arange(width)).view(count, 1, 1, width)
+        columns = torch.where(flips.view(count, 1, 1, 1), columns.flip(-1), columns)
+        samples = torch.arange(count).view(count, 1, 1, 1)
+        return padded[samples, torch.arange(channels).view(1, channels, 1, 1), rows, columns]
+
+    @staticmethod
+    def sequences(images: torch.Tensor) -> torch.Tensor:
+        """``(n, C, H, W)`` -> ``(n, H W, C)``: step ``t`` is pixel ``t`` in raster order."""
+        count, channels = images.shape[:2]
+        return images.reshape(count, channels, -1).transpose(1, 2).contiguous()
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> Batch:
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        images = self.augment(self.images[indices], generator)
+        return Batch(self.sequences(images), self.targets[indices], None)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets, _ = self.batch(torch.tensor([index]))
+        return inputs[0], targets[0]
+
+    @staticmethod
+    def collate(samples: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
+        return Batch(torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples]))
+
+    def subset(self, indices: torch.Tensor) -> AugmentedImageDataset:
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return AugmentedImageDataset(self.images[indices], self.targets[indices], self.fill,
+                                     self.pad)

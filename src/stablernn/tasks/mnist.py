@@ -13,9 +13,13 @@ read pixel by pixel in raster order (T = 784, one feature), pixels scaled to [0,
 both variants; the class is predicted after the last pixel. ``psmnist`` applies one fixed
 permutation, ``torch.randperm(784, generator=torch.Generator().manual_seed(12008))`` (the seed
 of the official Lipschitz RNN code, equal to ``torch.manual_seed(12008); torch.randperm(784)``).
-Validation: 2,000 of the 60,000 training images held out,
-``numpy.random.RandomState(1234).permutation(60000)[:2000]``; training is the other 58,000; test
-is the 10,000 t10k images.
+Validation: 2,000 of the 60,000 training images held out; training is the other 58,000; test
+is the 10,000 t10k images. Which 2,000 is the option ``validation_from``:
+
+- ``"start"`` (default): ``numpy.random.RandomState(1234).permutation(60000)[:2000]``;
+- ``"end"``: ``numpy.random.RandomState(1234).permutation(60000)[58000:]``, the split of the
+  official Lipschitz RNN code (``R = rng.permutation(60000)``, validation ``R[58000:]``, training
+  ``R[:58000]``): with the default ``split_seed`` and ``validation`` the same images.
 
 IDX format (http://yann.lecun.com/exdb/mnist/, section "file formats"): 2 zero bytes, a type
 code (0x08 = unsigned byte), the number of dimensions, then each dimension as a big-endian
@@ -32,7 +36,14 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from stablernn.tasks.base import SequenceTask, check_int, pixel_sequences, split_indices
+from stablernn.tasks.base import (
+    VALIDATION_FROM,
+    SequenceTask,
+    check_choice,
+    check_int,
+    pixel_sequences,
+    split_indices,
+)
 from stablernn.tasks.bundled import PERMUTATION_SEED, SPLIT_SEED, fixed_permutation
 from stablernn.tasks.files import (
     DataFormatError,
@@ -136,17 +147,23 @@ def load_mnist_arrays(data_dir: str | os.PathLike | None, task: str = "smnist"):
 
 def mnist_task(data_dir: str | os.PathLike | None = None, permuted: bool = False,
                validation: int = VALIDATION_SIZE, split_seed: int = SPLIT_SEED,
-               permutation_seed: int = PERMUTATION_SEED) -> SequenceTask:
-    """sMNIST (``permuted=False``) or psMNIST: see the module docstring."""
+               permutation_seed: int = PERMUTATION_SEED,
+               validation_from: str = "start", pixels_per_step: int = 1) -> SequenceTask:
+    """sMNIST (``permuted=False``) or psMNIST: see the module docstring. ``pixels_per_step``
+    consecutive pixels form one step (8: the 98-step sequences of paper 002 section 7)."""
     name = "psmnist" if permuted else "smnist"
     validation = check_int("validation", validation)
+    pixels_per_step = check_int("pixels_per_step", pixels_per_step)
+    check_choice("validation_from", validation_from, VALIDATION_FROM)
     train_images, train_labels, test_images, test_labels = load_mnist_arrays(data_dir, name)
     rows, cols = train_images.shape[1:]
     length = rows * cols
     permutation = fixed_permutation(length, permutation_seed) if permuted else None
-    inputs, targets = pixel_sequences(train_images, train_labels, 255.0, permutation)
-    test_inputs, test_targets = pixel_sequences(test_images, test_labels, 255.0, permutation)
-    train_idx, val_idx, _ = split_indices(len(inputs), validation, 0, split_seed)
+    inputs, targets = pixel_sequences(train_images, train_labels, 255.0, permutation,
+                                      pixels_per_step)
+    test_inputs, test_targets = pixel_sequences(test_images, test_labels, 255.0, permutation,
+                                                pixels_per_step)
+    train_idx, val_idx, _ = split_indices(len(inputs), validation, 0, split_seed, validation_from)
     train_idx, val_idx = torch.as_tensor(train_idx), torch.as_tensor(val_idx)
     order = f"permuted (seed {permutation_seed})" if permuted else "raster order"
     return SequenceTask(
@@ -154,8 +171,10 @@ def mnist_task(data_dir: str | os.PathLike | None = None, permuted: bool = False
         train=TensorDataset(inputs[train_idx], targets[train_idx]),
         validation=TensorDataset(inputs[val_idx], targets[val_idx]),
         test=TensorDataset(test_inputs, test_targets),
-        input_size=1, output_size=10, sequence_length=length,
-        description=(f"MNIST, {rows}x{cols} pixels one per step, {order}, scaled to [0, 1]; "
-                     f"{validation} training images held out for validation"),
+        input_size=pixels_per_step, output_size=10, sequence_length=inputs.shape[1],
+        description=(f"MNIST, {rows}x{cols} pixels, {pixels_per_step} per step, {order}, "
+                     "scaled to [0, 1]; "
+                     f"{validation} training images held out for validation"
+                     + (" (the last of the shuffle)" if validation_from == "end" else "")),
         info={"permutation": None if permutation is None else permutation.tolist()},
     )

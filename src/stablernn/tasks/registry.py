@@ -3,21 +3,34 @@
 =================  ==========================================================================
 name               options (defaults)
 =================  ==========================================================================
-digits, pdigits    split_seed (1234), permutation_seed (12008), pixels_per_step (1)
-mnist5k, pmnist5k  split_seed (1234), permutation_seed (12008), pixels_per_step (1)
-smnist, psmnist    data_dir, validation (2000), split_seed (1234), permutation_seed (12008)
-scifar10           data_dir, validation (5000), split_seed (1234)
+digits, pdigits    split_seed (1234), permutation_seed (12008), pixels_per_step (1),
+                   validation_from ("start")
+mnist5k, pmnist5k  split_seed (1234), permutation_seed (12008), pixels_per_step (1),
+                   validation_from ("start")
+smnist, psmnist    data_dir, validation (2000), split_seed (1234), permutation_seed (12008),
+                   validation_from ("start"), pixels_per_step (1)
+scifar10           data_dir, validation (5000), split_seed (1234), validation_from ("start"),
+                   augment (False)
 noise-cifar10      data_dir, length (1000), noise_std (1.0), noise_seed (0), validation (5000),
-                   split_seed (1234)
+                   split_seed (1234), validation_from ("start")
 adding             length (100), train_samples (10000), validation_samples (1000),
                    test_samples (1000), seed (0)
 copy               delay (100), symbols (8), copy_length (10), train_samples (10000),
                    validation_samples (1000), test_samples (1000), seed (0)
-ptb-char           data_dir, sequence_length (150), char_tokens ("auto"), max_vocabulary (None)
-ptb-word           data_dir, sequence_length (300), max_vocabulary (None)
+ptb-char           data_dir, sequence_length (150), char_tokens ("auto"), max_vocabulary (None),
+                   carry_state (False), eval_streams (10)
+ptb-word           data_dir, sequence_length (300), max_vocabulary (None), carry_state (False),
+                   eval_streams (10)
 timit              data_dir, exclude_sa (True), sample_rate (8000), window (256), hop (128),
                    log_floor (1e-5)
 =================  ==========================================================================
+
+The options that select the reference code's protocols (defaults keep the earlier behaviour,
+so existing runs resume identically; ``docs/tasks.md`` compares each task with its paper):
+``validation_from = "end"`` holds out the last samples of the shuffle (the official Lipschitz
+RNN split) instead of the first; ``augment = true`` randomly crops and flips sCIFAR training
+images; ``carry_state = true`` carries the hidden state across consecutive windows of
+parallel token streams (truncated backpropagation through time).
 
 ``data_dir`` (``--data-dir``) falls back to the environment variable ``STABLERNN_DATA_DIR``.
 :func:`task_options` lists a task's options with their defaults, so a config can be checked

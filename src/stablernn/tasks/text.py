@@ -23,8 +23,25 @@ which is added to the vocabulary only when needed. Each split's token stream is 
 non-overlapping sequences of ``sequence_length`` tokens (default 150 for characters, 300 for
 words, as paper 002 tables 6 and 7; 300 for characters is the second setting of table 6); the
 target of each step is the next token, so every token but the first of a split is predicted
-exactly once and the last ``< sequence_length`` tokens are dropped. Sequences are independent
-samples (the state starts afresh in each), as the training loop treats every task.
+exactly once and the last ``< sequence_length`` tokens are dropped.
+
+Two protocols, chosen by the task option ``carry_state``:
+
+- ``carry_state=False`` (default): sequences are independent samples (the state starts afresh
+  in each, zeros), shuffled in training, as the training loop treats every task.
+- ``carry_state=True``: the standard character/word-level protocol (truncated backpropagation
+  through time, as in the nnRNN release that paper 002 follows and PyTorch's
+  word_language_model example). Each split's token stream is cut into ``B`` parallel streams
+  of ``len(stream) // B`` consecutive tokens (the remainder dropped); windows of
+  ``sequence_length`` steps are read in order along the streams (the last window may be
+  shorter), the hidden state carried from one window to the next and detached at each window
+  boundary; the state starts at zero at the start of every pass. ``B`` is the training
+  ``batch_size`` in training and ``eval_streams`` (default 10, the nnRNN release's
+  ``eval_batch_size``) for validation and test. The splits are then :class:`TokenStream` datasets;
+  the training loop and :func:`stablernn.experiments.evaluate` carry the state when a split is
+  one (one process only; not under DistributedDataParallel). :func:`get_batch` on a
+  TokenStream still returns the non-overlapping windows of the default protocol (window ``k``
+  is ``stream[k T:(k+1) T]``), so code that does not carry state sees the same samples.
 
 ``kind="language-model"``: inputs are token ids ``(N, T)`` (long), not float features; the
 vocabulary is in ``task.info["vocabulary"]``. Report the mean cross-entropy in nats per token
@@ -36,12 +53,13 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch.utils.data import TensorDataset
 
-from stablernn.tasks.base import SequenceTask, check_int
+from stablernn.tasks.base import Batch, BatchDataset, SequenceTask, check_bool, check_int
 from stablernn.tasks.files import DataFormatError, MissingDataError, resolve_data_dir
 
 EOS, UNK = "<eos>", "<unk>"
@@ -134,12 +152,79 @@ def sequences(ids: torch.Tensor, length: int, source: Path) -> TensorDataset:
     return TensorDataset(inputs.clone(), targets.clone())
 
 
+class TokenStream(BatchDataset):
+    """A split's token ids ``(n,)`` read as consecutive windows with the state carried.
+
+    ``len()`` and :meth:`batch` give the non-overlapping windows of ``length`` tokens of the
+    default protocol (:func:`sequences`); :meth:`windows` gives the carried-state protocol's
+    batches (module docstring). ``streams`` is the number of parallel streams evaluation
+    uses (``None``: the batch size the caller gives).
+    """
+
+    carries_state = True
+
+    def __init__(self, ids: torch.Tensor, length: int, streams: int | None = None):
+        self.ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+        self.length, self.streams = int(length), streams
+
+    def __len__(self) -> int:
+        return max((len(self.ids) - 1) // self.length, 0)
+
+    def batch(self, indices: torch.Tensor, generator: torch.Generator | None = None) -> Batch:
+        starts = torch.as_tensor(indices, dtype=torch.long).reshape(-1, 1) * self.length
+        positions = starts + torch.arange(self.length)
+        return Batch(self.ids[positions], self.ids[positions + 1], None)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets, _ = self.batch(torch.tensor([index]))
+        return inputs[0], targets[0]
+
+    @staticmethod
+    def collate(samples: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
+        return Batch(torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples]))
+
+    def subset(self, indices: torch.Tensor) -> TokenStream:
+        """The first ``count`` windows (``take``): only a prefix ``0 .. count - 1`` keeps the
+        stream consecutive."""
+        indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        if not torch.equal(indices, torch.arange(len(indices))):
+            raise ValueError("a TokenStream (carry_state) keeps only a prefix of its windows "
+                             "(indices 0, 1, ..., count - 1): its tokens must stay consecutive")
+        return TokenStream(self.ids[:len(indices) * self.length + 1], self.length, self.streams)
+
+    def stream_matrix(self, streams: int) -> torch.Tensor:
+        """``(streams, len // streams)``: row ``b`` is tokens ``b L .. (b + 1) L - 1``."""
+        streams = check_int("streams", streams)
+        columns = len(self.ids) // streams
+        if columns < 2:
+            raise ValueError(f"{len(self.ids)} tokens cannot make {streams} parallel streams of "
+                             "at least 2 tokens; use fewer streams (batch_size / eval_streams)")
+        return self.ids[:streams * columns].reshape(streams, columns)
+
+    def window_count(self, streams: int) -> int:
+        """How many batches :meth:`windows` yields."""
+        return math.ceil((self.stream_matrix(streams).shape[1] - 1) / self.length)
+
+    def windows(self, streams: int) -> Iterator[Batch]:
+        """``(streams, <= length)`` batches in stream order: inputs ``M[:, s:e]``, targets
+        ``M[:, s + 1:e + 1]`` for ``s = 0, length, 2 length, ...`` and ``e = min(s + length,
+        L - 1)``, with ``M`` the :meth:`stream_matrix`."""
+        matrix = self.stream_matrix(streams)
+        last = matrix.shape[1] - 1
+        for start in range(0, last, self.length):
+            end = min(start + self.length, last)
+            yield Batch(matrix[:, start:end], matrix[:, start + 1:end + 1], None)
+
+
 def language_model_task(data_dir: str | os.PathLike | None = None, level: str = "char",
                         sequence_length: int | None = None, char_tokens: str = "auto",
-                        max_vocabulary: int | None = None) -> SequenceTask:
+                        max_vocabulary: int | None = None, carry_state: bool = False,
+                        eval_streams: int = 10) -> SequenceTask:
     """Next-token prediction at character (``level="char"``) or word level (module docstring)."""
     if level not in ("char", "word"):
         raise ValueError(f"level must be 'char' or 'word', got {level!r}")
+    check_bool("carry_state", carry_state)
+    eval_streams = check_int("eval_streams", eval_streams)
     name = f"ptb-{level}"
     if sequence_length is None:
         sequence_length = 150 if level == "char" else 300
@@ -169,7 +254,10 @@ def language_model_task(data_dir: str | os.PathLike | None = None, level: str = 
     datasets = {}
     for split, stream in tokens.items():
         ids = torch.tensor([index.get(token, unk) for token in stream], dtype=torch.long)
-        datasets[split] = sequences(ids, sequence_length, paths[split])
+        datasets[split] = sequences(ids, sequence_length, paths[split])  # checks the length
+        if carry_state:
+            datasets[split] = TokenStream(ids, sequence_length,
+                                          None if split == "train" else eval_streams)
     unit = "character" if level == "char" else "word"
     return SequenceTask(
         name=name, train=datasets["train"], validation=datasets["valid"], test=datasets["test"],
@@ -177,8 +265,11 @@ def language_model_task(data_dir: str | os.PathLike | None = None, level: str = 
         sequence_length=sequence_length, kind="language-model",
         description=(f"{unit}-level language model on {paths['train'].parent} "
                      f"({paths['train'].name}, ...; {len(vocabulary)} {unit} vocabulary, "
-                     f"{mode} tokens), next token of {sequence_length}-token sequences"),
-        info={"unit": unit, "tokens_mode": mode, "vocabulary": vocabulary,
+                     f"{mode} tokens), next token of {sequence_length}-token sequences"
+                     + (f", state carried across windows of parallel streams ({eval_streams} "
+                        "in evaluation)" if carry_state else "")),
+        info={"unit": unit, "level": level, "tokens_mode": mode, "vocabulary": vocabulary,
+              "carry_state": carry_state,
               "tokens": {split: len(stream) for split, stream in tokens.items()},
               "unknown_tokens": unknown, "files": {s: str(p) for s, p in paths.items()},
               "metric": "bits_per_character" if level == "char" else "perplexity"},
