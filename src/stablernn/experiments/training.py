@@ -20,6 +20,7 @@ from stablernn.experiments import distributed, runs
 from stablernn.experiments.checkpoint import load_checkpoint, save_checkpoint
 from stablernn.experiments.config import TrainConfig
 from stablernn.experiments.output import check_writable_directory, write_text_atomic
+from stablernn.experiments.provenance import provenance
 from stablernn.models.readouts import PerStepReadout, SequenceClassifier
 from stablernn.models.registry import build_layer
 from stablernn.tasks import (
@@ -109,17 +110,49 @@ def stability_diagnostics(layer: nn.Module) -> dict[str, float]:
     return values
 
 
+def carried_state_outputs(model: nn.Module, dataset, streams: int, device: torch.device):
+    """Truncated backpropagation through time over a split that carries the state (a
+    :class:`stablernn.tasks.text.TokenStream`, task option ``carry_state``): yields
+    ``(outputs, targets)`` for each window of ``dataset.windows(streams)`` in order, the
+    recurrent layer started from the previous window's last state, detached (zeros for the
+    first window). ``model`` is a language model of :func:`build_model` (embedding, then
+    :class:`PerStepReadout`); the caller may backpropagate and step between windows."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        raise ValueError(  # noqa: TRY004 - a bad setting, reported as ValueError like the rest
+            "task option carry_state runs in one process: its streams are not sharded under "
+            "DistributedDataParallel")
+    if not (isinstance(model, nn.Sequential) and isinstance(model[-1], PerStepReadout)):
+        raise ValueError(  # noqa: TRY004 - a bad setting, reported as ValueError like the rest
+            "carrying the state needs a language model of build_model "
+            "(nn.Sequential(embedding, PerStepReadout))")
+    head, state = model[-1], None
+    for batch in dataset.windows(streams):
+        inputs, targets = batch.inputs.to(device), batch.targets.to(device)
+        features = model[:-1](inputs)
+        states, last = head.rnn(features) if state is None else head.rnn(features, state)
+        state = (tuple(part.detach() for part in last) if isinstance(last, tuple)
+                 else last.detach())
+        yield head.readout(states), targets
+
+
 def evaluate(model: nn.Module, dataset, kind: str, batch_size: int, device: torch.device,
              generator: torch.Generator | None = None) -> dict[str, float]:
-    """Mean loss (and accuracy for classification kinds) on a split, without a graph."""
+    """Mean loss (and accuracy for classification kinds) on a split, without a graph.
+
+    A split that carries the state (``carry_state``) is read as ``dataset.streams`` parallel
+    streams (``batch_size`` when None) with the state carried across windows."""
     was_training = model.training
     model.eval()
     total, units, hits, predictions = 0.0, 0, 0, 0
-    with torch.no_grad():
-        for batch in iterate_batches(dataset, batch_size, generator):
-            inputs, targets = batch.inputs.to(device), batch.targets.to(device)
-            mask = None if batch.mask is None else batch.mask.to(device)
-            outputs = model(inputs)
+    if getattr(dataset, "carries_state", False):
+        forwards = ((output, targets, None) for output, targets in carried_state_outputs(
+            model, dataset, dataset.streams or batch_size, device))
+    else:
+        forwards = ((model(batch.inputs.to(device)), batch.targets.to(device),
+                     None if batch.mask is None else batch.mask.to(device))
+                    for batch in iterate_batches(dataset, batch_size, generator))
+    with torch.no_grad():  # the generators above run their forward passes inside
+        for outputs, targets, mask in forwards:
             batch_total, batch_units = loss_sum(kind, outputs, targets, mask)
             total, units = total + batch_total.item(), units + batch_units
             if kind in CLASSIFICATION_KINDS:
@@ -132,7 +165,7 @@ def evaluate(model: nn.Module, dataset, kind: str, batch_size: int, device: torc
     return result
 
 
-def _optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
+def build_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
     options = {"lr": config.learning_rate, "weight_decay": config.weight_decay}
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(parameters, alpha=0.9, **options)
@@ -171,7 +204,7 @@ class _Run:
                                  f"of processes ({self.context.world_size})")
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = nn.parallel.DistributedDataParallel(self.module, device_ids=device_ids)
-        self.optimizer = _optimizer(config, self.model.parameters())
+        self.optimizer = build_optimizer(config, self.model.parameters())
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
             self.optimizer, milestones=config.lr_decay_epochs, gamma=config.lr_decay_factor)
         self.shuffle = torch.Generator().manual_seed(config.seed)
@@ -184,6 +217,7 @@ class _Run:
         model_state = self.module.state_dict()
         return {"config": self.config.to_dict(), "epoch": self.epoch,
                 "identity": runs.checkpoint_identity(self.config, model_state),
+                "provenance": provenance(),
                 "task": dataclasses.asdict(TaskSignature.of(self.task)),
                 "model_state": model_state,
                 "optimizer_state": self.optimizer.state_dict(),
@@ -208,21 +242,29 @@ class _Run:
         """One pass over the training set. Under DDP each rank runs its share of every global
         batch and the loss is scaled so that the averaged gradient is the global batch's."""
         config, kind, model, context = self.config, self.task.kind, self.model, self.context
-        order = torch.randperm(len(self.train_set), generator=self.shuffle)
-        starts = range(0, len(order), config.batch_size)
+        carried = getattr(self.train_set, "carries_state", False)
+        if carried:  # task option carry_state: windows in order, the state carried (no shuffle)
+            windows = carried_state_outputs(model, self.train_set, config.batch_size, self.device)
+            starts = range(self.train_set.window_count(config.batch_size))
+        else:
+            order = torch.randperm(len(self.train_set), generator=self.shuffle)
+            starts = range(0, len(order), config.batch_size)
         bar = tqdm(starts, disable=not (progress and context.main and _is_terminal(sys.stderr)),
                    leave=False,
                    desc=f"epoch {self.epoch + 1}/{config.epochs}", unit="batch")
         total, units, hits, predictions = 0.0, 0, 0, 0
         model.train()
         for start in bar:
-            indices = order[start:start + config.batch_size]
-            if len(indices) < context.world_size:
-                continue  # too small to give every process a sample (distributed only)
-            batch = get_batch(self.train_set, context.shard(indices), self.noise)
-            inputs, targets = batch.inputs.to(self.device), batch.targets.to(self.device)
-            mask = None if batch.mask is None else batch.mask.to(self.device)
-            outputs = model(inputs)
+            if carried:
+                (outputs, targets), mask = next(windows), None
+            else:
+                indices = order[start:start + config.batch_size]
+                if len(indices) < context.world_size:
+                    continue  # too small to give every process a sample (distributed only)
+                batch = get_batch(self.train_set, context.shard(indices), self.noise)
+                inputs, targets = batch.inputs.to(self.device), batch.targets.to(self.device)
+                mask = None if batch.mask is None else batch.mask.to(self.device)
+                outputs = model(inputs)
             batch_total, batch_units = loss_sum(kind, outputs, targets, mask)
             global_units = context.sum(batch_units)
             loss = batch_total * (context.world_size / max(global_units, 1))
@@ -306,7 +348,8 @@ class _Run:
         seconds = sum(row["seconds"] for row in self.history)
         results = {f"test_{key}": value for key, value in test.items()}
         results.update(best_epoch=self.best_epoch, train_seconds=seconds,
-                       test_samples=len(self.test_set), epochs=self.epoch)
+                       test_samples=len(self.test_set), epochs=self.epoch,
+                       validation_score=self.best_score, provenance=provenance())
         write_text_atomic(self.run_dir / runs.RESULTS_FILE, json.dumps(results, indent=2) + "\n")
         from stablernn.certification import certify
         from stablernn.experiments.certificates import write_certificate, write_certificate_plots
