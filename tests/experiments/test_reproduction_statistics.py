@@ -106,3 +106,20 @@ def test_a_diverging_run_is_an_outcome_recorded_once(tmp_path):
     stamp = (tmp_path / "runs" / "diverges" / DIVERGED_FILE).stat().st_mtime_ns
     assert runner.run("diverges", config)["diverged"] is True  # reused, not retrained
     assert (tmp_path / "runs" / "diverges" / DIVERGED_FILE).stat().st_mtime_ns == stamp
+
+
+def test_full_scale_reads_its_grids_from_the_ablation_files():
+    from pathlib import Path
+
+    from stablernn.experiments.sweeps import load_sweep_file
+
+    ablations = Path(__file__).resolve().parents[2] / "configs" / "ablations"
+    full = SCALES["full"]
+    _, alpha = load_sweep_file(ablations / "lipschitz-alpha-psmnist.toml")
+    assert full.alphas == tuple(alpha["model_options.alpha"])
+    _, modules = load_sweep_file(ablations / "sparse-combo-modules.toml")
+    assert full.module_counts == tuple(
+        count for count, _ in modules["model_options.num_subnetworks,hidden_size"])
+    _, sparsity = load_sweep_file(ablations / "sparse-combo-sparsity.toml")
+    densities = [d for d, _ in sparsity["model_options.density,model_options.magnitude"]]
+    assert full.densities == tuple(densities) and 0.265 in densities and 0.1 in densities

