@@ -15,12 +15,9 @@ from torch.utils.data import TensorDataset
 
 from stablernn.experiments.checkpoint import load_checkpoint
 from stablernn.experiments.config import TrainConfig
-from stablernn.experiments.training import (
-    build_model,
-    carried_state_outputs,
-    evaluate,
-    train,
-)
+from stablernn.experiments.evaluation import carried_state_outputs, evaluate
+from stablernn.experiments.modeling import build_model
+from stablernn.experiments.training import train
 from stablernn.tasks import BatchDataset, get_batch, load_task, take
 from stablernn.tasks.base import split_indices
 

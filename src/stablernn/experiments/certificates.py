@@ -14,6 +14,7 @@ from stablernn.certification import assembly_family, certify
 from stablernn.contraction import Certificate
 from stablernn.contraction.certificate import metric_from_summary
 from stablernn.experiments.evaluation import checkpoint_path, load_model
+from stablernn.experiments.modeling import recurrent_layer
 from stablernn.experiments.output import (
     check_writable_directory,
     write_atomic,
@@ -77,11 +78,6 @@ def write_certificate_plots(layer: nn.Module, certificate: Certificate, director
                                    Path(directory) / "jacobian_spectrum.png")]
 
 
-def recurrent_part(model: nn.Module) -> nn.Module:
-    head = model[-1] if isinstance(model, nn.Sequential) else model
-    return getattr(head, "rnn", head)
-
-
 def certify_run(path: str | Path, checkpoint: str = "best", plots: bool = True,
                 log: Callable[[str], None] = print) -> tuple[Certificate, Path, list[Path]]:
     """Certificate of a run directory's (or checkpoint file's) model; writes
@@ -93,7 +89,7 @@ def certify_run(path: str | Path, checkpoint: str = "best", plots: bool = True,
     directory = Path(path) if Path(path).is_dir() else file.parent
     check_writable_directory(directory, "PATH")
     _, model = load_model(file)
-    layer = recurrent_part(model)
+    layer = recurrent_layer(model)
     certificate = certify(layer)
     written = [write_certificate(certificate, directory)]
     if (directory / METRIC_FILE).is_file():  # written with it (a stale one is removed)

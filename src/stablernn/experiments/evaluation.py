@@ -5,11 +5,71 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from stablernn.experiments import runs
 from stablernn.experiments.checkpoint import CheckpointError, load_checkpoint
-from stablernn.experiments.training import TaskSignature, build_model, evaluate, select_device
-from stablernn.tasks import load_task, take
+from stablernn.experiments.modeling import TaskSignature, build_model, select_device
+from stablernn.models.readouts import PerStepReadout
+from stablernn.tasks import correct, iterate_batches, load_task, loss_sum, take
+from stablernn.tasks.base import CLASSIFICATION_KINDS
+
+
+def evaluate(model: nn.Module, dataset, kind: str, batch_size: int, device: torch.device,
+             generator: torch.Generator | None = None) -> dict[str, float]:
+    """Mean loss (and accuracy for classification kinds) on a split, without a graph.
+
+    A split that carries the state (``carry_state``) is read as ``dataset.streams`` parallel
+    streams (``batch_size`` when None) with the state carried across windows."""
+    was_training = model.training
+    model.eval()
+    total, units, hits, predictions = 0.0, 0, 0, 0
+    if getattr(dataset, "carries_state", False):
+        forwards = ((output, targets, None) for output, targets in carried_state_outputs(
+            model, dataset, dataset.streams or batch_size, device))
+    else:
+        forwards = ((model(batch.inputs.to(device)), batch.targets.to(device),
+                     None if batch.mask is None else batch.mask.to(device))
+                    for batch in iterate_batches(dataset, batch_size, generator))
+    with torch.no_grad():  # the generators above run their forward passes inside
+        for outputs, targets, mask in forwards:
+            batch_total, batch_units = loss_sum(kind, outputs, targets, mask)
+            total, units = total + batch_total.item(), units + batch_units
+            if kind in CLASSIFICATION_KINDS:
+                batch_hits, batch_predictions = correct(kind, outputs, targets, mask)
+                hits, predictions = hits + batch_hits, predictions + batch_predictions
+    model.train(was_training)
+    result = {"loss": total / max(units, 1)}
+    if kind in CLASSIFICATION_KINDS:
+        result["accuracy"] = hits / max(predictions, 1)
+    return result
+
+
+
+
+def carried_state_outputs(model: nn.Module, dataset, streams: int, device: torch.device):
+    """Truncated backpropagation through time over a split that carries the state (a
+    :class:`stablernn.tasks.text.TokenStream`, task option ``carry_state``): yields
+    ``(outputs, targets)`` for each window of ``dataset.windows(streams)`` in order, the
+    recurrent layer started from the previous window's last state, detached (zeros for the
+    first window). ``model`` is a language model of :func:`build_model` (embedding, then
+    :class:`PerStepReadout`); the caller may backpropagate and step between windows."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        raise ValueError(  # noqa: TRY004 - a bad setting, reported as ValueError like the rest
+            "task option carry_state runs in one process: its streams are not sharded under "
+            "DistributedDataParallel")
+    if not (isinstance(model, nn.Sequential) and isinstance(model[-1], PerStepReadout)):
+        raise ValueError(  # noqa: TRY004 - a bad setting, reported as ValueError like the rest
+            "carrying the state needs a language model of build_model "
+            "(nn.Sequential(embedding, PerStepReadout))")
+    head, state = model[-1], None
+    for batch in dataset.windows(streams):
+        inputs, targets = batch.inputs.to(device), batch.targets.to(device)
+        features = model[:-1](inputs)
+        states, last = head.rnn(features) if state is None else head.rnn(features, state)
+        state = (tuple(part.detach() for part in last) if isinstance(last, tuple)
+                 else last.detach())
+        yield head.readout(states), targets
 
 
 def checkpoint_path(path: str | Path, checkpoint: str = "best") -> Path:

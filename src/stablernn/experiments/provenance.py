@@ -9,12 +9,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import subprocess
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import stablernn
-
-PACKAGE = Path(stablernn.__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # the stablernn package
 SOURCE_SUFFIXES = (".py", ".cpp", ".h", ".cu")
 
 
@@ -45,7 +44,15 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+def version() -> str:
+    """The installed stablernn's version (``unknown`` for sources not installed)."""
+    try:
+        return metadata.version("stablernn")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def provenance() -> dict[str, Any]:
     """``{"version", "source_hash", "commit"}`` of the running code."""
-    return {"version": stablernn.__version__, "source_hash": source_hash(),
+    return {"version": version(), "source_hash": source_hash(),
             "commit": git_commit()}

@@ -19,15 +19,18 @@ from tqdm.auto import tqdm
 from stablernn.experiments import distributed, runs
 from stablernn.experiments.checkpoint import load_checkpoint, save_checkpoint
 from stablernn.experiments.config import TrainConfig
+from stablernn.experiments.evaluation import carried_state_outputs, evaluate
+from stablernn.experiments.modeling import (
+    TaskSignature,
+    build_model,
+    recurrent_layer,
+    select_device,
+)
 from stablernn.experiments.output import check_writable_directory, write_text_atomic
 from stablernn.experiments.provenance import provenance
-from stablernn.models.readouts import PerStepReadout, SequenceClassifier
-from stablernn.models.registry import build_layer
 from stablernn.tasks import (
-    SequenceTask,
     correct,
     get_batch,
-    iterate_batches,
     load_task,
     loss_sum,
     take,
@@ -38,21 +41,6 @@ from stablernn.tasks.text import bits_per_character, perplexity
 METRIC_FIELDS = ["epoch", "train_loss", "train_accuracy", "validation_loss",
                  "validation_accuracy", "learning_rate", "seconds", "max_eig_sym_A",
                  "max_eig_sym_W"]
-
-
-@dataclass(frozen=True)
-class TaskSignature:
-    """What a model needs to know of its task (saved in checkpoints, so a model can be rebuilt
-    without loading the data)."""
-
-    input_size: int
-    output_size: int
-    kind: str
-    per_step: bool
-
-    @classmethod
-    def of(cls, task: SequenceTask) -> TaskSignature:
-        return cls(task.input_size, task.output_size, task.kind, task.per_step)
 
 
 @dataclass(frozen=True)
@@ -67,37 +55,6 @@ class TrainResult:
         return self.test.get("accuracy")
 
 
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was requested but CUDA is not available here")
-    return torch.device(name)
-
-
-def build_model(config: TrainConfig, task: SequenceTask | TaskSignature) -> nn.Module:
-    """The model a config describes for a task: (embedding), recurrent layer, readout.
-
-    Classification and regression read the last state (:class:`SequenceClassifier`); per-step
-    kinds read every state (:class:`PerStepReadout`); language models embed token ids first.
-    """
-    language_model = task.kind == "language-model"
-    input_size = config.embedding_size if language_model else task.input_size
-    layer = build_layer(config.model, input_size, config.hidden_size, batch_first=True,
-                        **config.model_options)
-    head = (PerStepReadout(layer, task.output_size) if task.per_step
-            else SequenceClassifier(layer, task.output_size))
-    if language_model:
-        return nn.Sequential(nn.Embedding(task.input_size, config.embedding_size), head)
-    return head
-
-
-def recurrent_layer(model: nn.Module) -> nn.Module:
-    """The recurrent layer inside a model built by :func:`build_model`."""
-    head = model[-1] if isinstance(model, nn.Sequential) else model
-    return head.rnn
-
-
 def stability_diagnostics(layer: nn.Module) -> dict[str, float]:
     """Largest eigenvalue of the symmetric parts of A and W (paper 002, figure 5)."""
     values = {}
@@ -108,61 +65,6 @@ def stability_diagnostics(layer: nn.Module) -> dict[str, float]:
                 symmetric = 0.5 * (matrix + matrix.T)
                 values[f"max_eig_sym_{name}"] = torch.linalg.eigvalsh(symmetric.double()).max().item()
     return values
-
-
-def carried_state_outputs(model: nn.Module, dataset, streams: int, device: torch.device):
-    """Truncated backpropagation through time over a split that carries the state (a
-    :class:`stablernn.tasks.text.TokenStream`, task option ``carry_state``): yields
-    ``(outputs, targets)`` for each window of ``dataset.windows(streams)`` in order, the
-    recurrent layer started from the previous window's last state, detached (zeros for the
-    first window). ``model`` is a language model of :func:`build_model` (embedding, then
-    :class:`PerStepReadout`); the caller may backpropagate and step between windows."""
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        raise ValueError(  # noqa: TRY004 - a bad setting, reported as ValueError like the rest
-            "task option carry_state runs in one process: its streams are not sharded under "
-            "DistributedDataParallel")
-    if not (isinstance(model, nn.Sequential) and isinstance(model[-1], PerStepReadout)):
-        raise ValueError(  # noqa: TRY004 - a bad setting, reported as ValueError like the rest
-            "carrying the state needs a language model of build_model "
-            "(nn.Sequential(embedding, PerStepReadout))")
-    head, state = model[-1], None
-    for batch in dataset.windows(streams):
-        inputs, targets = batch.inputs.to(device), batch.targets.to(device)
-        features = model[:-1](inputs)
-        states, last = head.rnn(features) if state is None else head.rnn(features, state)
-        state = (tuple(part.detach() for part in last) if isinstance(last, tuple)
-                 else last.detach())
-        yield head.readout(states), targets
-
-
-def evaluate(model: nn.Module, dataset, kind: str, batch_size: int, device: torch.device,
-             generator: torch.Generator | None = None) -> dict[str, float]:
-    """Mean loss (and accuracy for classification kinds) on a split, without a graph.
-
-    A split that carries the state (``carry_state``) is read as ``dataset.streams`` parallel
-    streams (``batch_size`` when None) with the state carried across windows."""
-    was_training = model.training
-    model.eval()
-    total, units, hits, predictions = 0.0, 0, 0, 0
-    if getattr(dataset, "carries_state", False):
-        forwards = ((output, targets, None) for output, targets in carried_state_outputs(
-            model, dataset, dataset.streams or batch_size, device))
-    else:
-        forwards = ((model(batch.inputs.to(device)), batch.targets.to(device),
-                     None if batch.mask is None else batch.mask.to(device))
-                    for batch in iterate_batches(dataset, batch_size, generator))
-    with torch.no_grad():  # the generators above run their forward passes inside
-        for outputs, targets, mask in forwards:
-            batch_total, batch_units = loss_sum(kind, outputs, targets, mask)
-            total, units = total + batch_total.item(), units + batch_units
-            if kind in CLASSIFICATION_KINDS:
-                batch_hits, batch_predictions = correct(kind, outputs, targets, mask)
-                hits, predictions = hits + batch_hits, predictions + batch_predictions
-    model.train(was_training)
-    result = {"loss": total / max(units, 1)}
-    if kind in CLASSIFICATION_KINDS:
-        result["accuracy"] = hits / max(predictions, 1)
-    return result
 
 
 def build_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:

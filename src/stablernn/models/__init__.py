@@ -1,7 +1,14 @@
 """Recurrent modules: cells (one step), layers (a sequence), readouts."""
 
-from stablernn.models.baselines import GRU, LSTM, ODERNN, AntisymmetricCell, AntisymmetricRNN, ODERNNCell
 from stablernn.models.assembly import Assembly, HierarchicalConnection
+from stablernn.models.baselines import (
+    GRU,
+    LSTM,
+    ODERNN,
+    AntisymmetricCell,
+    AntisymmetricRNN,
+    ODERNNCell,
+)
 from stablernn.models.feedback import NegativeFeedback
 from stablernn.models.lipschitz import LipschitzCell, LipschitzRNN
 from stablernn.models.network import AssemblyCell, NetworkOfNetworks, SparseComboNet, SVDComboNet

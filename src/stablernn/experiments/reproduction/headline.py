@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from stablernn.experiments.config import TrainConfig
+from stablernn.experiments.modeling import TaskSignature, build_model
 from stablernn.experiments.reproduction.report import Section, table
 from stablernn.experiments.reproduction.runner import Runner
-from stablernn.experiments.training import TaskSignature, build_model, build_optimizer
+from stablernn.experiments.training import build_optimizer
 
 CONFIGS = Path(__file__).resolve().parents[4] / "configs"
 
