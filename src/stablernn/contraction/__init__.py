@@ -1,6 +1,6 @@
 """Contraction toolkit: metrics, the conditions of papers 000 and 002, certificates.
 
-Pure mathematics on tensors and arrays (no training code). Conventions (DESIGN.md): a rate
+Pure mathematics on tensors and arrays (no training code). Conventions (docs/design.md): a rate
 lambda means ``M J + J^T M <= -2 lambda M`` for every Jacobian J the activation allows, in the
 continuous time of the model's equation with tau = 1; a :class:`Certificate` says
 ``contracting=True`` only after such an inequality was checked numerically.

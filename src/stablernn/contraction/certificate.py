@@ -1,6 +1,6 @@
 """The :class:`Certificate`: what was proven about a model, in one object.
 
-Convention used everywhere (DESIGN.md): ``rate`` is a lower bound on lambda with
+Convention used everywhere (docs/design.md, "Certificates"): ``rate`` is a lower bound on lambda with
 
     M J + J^T M <= -2 lambda M          for every Jacobian J the activation allows,
 

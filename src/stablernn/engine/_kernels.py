@@ -4,7 +4,7 @@ One sequential loop per sequence in C++: the matrix products call ATen (MKL on x
 elementwise work of a step is one fused pass over raw memory, and the large tensors the loop
 writes (states, stored slopes, per-step gradients) come from a small cache of memory blocks so
 that a training step does not pay the operating system's page faults for ~100 MB of fresh memory
-every time (measured: about 14-20 ms per 51 MB on these machines). Each intra-op thread runs the
+every time (figures in docs/performance.md). Each intra-op thread runs the
 loop for its own block of batch rows (``over_row_blocks``); built with OpenMP (see
 :func:`stablernn.engine.native._flag_sets`).
 
@@ -347,9 +347,7 @@ struct InputGrads {
 // step_product(out, rows, addend): out (R, n) <- [addend +] rows (R, k) @ right (k, n), all
 // contiguous: one step's product, `right` fixed for the sequence. With R even, as a batch of two
 // products of R/2 rows against `right` expanded (no copy): ATen hands a batch to MKL's batched
-// GEMM, which costs less per call than its plain GEMM (one thread, the backward's
-// (64 x 256) @ (256 x 128): 27.5 against 32.5 us; the whole backward of T = 784, B = N = 128 on
-// two threads: 61.9 against 64.0 and 62.0 against 64.3 ms).
+// GEMM, which costs less per call than its plain GEMM (measured: docs/performance.md).
 struct StepProduct {
   Tensor right, batched;  // (k, n), and the same expanded to (2, k, n) once per sequence
   explicit StepProduct(const Tensor& right_)

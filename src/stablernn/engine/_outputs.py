@@ -3,8 +3,8 @@
 Each Function returns the states ``(T, B, N)`` and the last state ``(B, N)`` as a separate tensor,
 like ``torch.nn.RNN``'s ``(output, h_n)``. Gradients are not materialized: a loss on ``last``
 alone reaches the backward as ``grad_states = None``, so no dense ``(T, B, N)`` zero gradient is
-built (autograd's backward of ``states[-1]`` would build one: about 12 ms at T = 784,
-B = N = 128 on the development machine).
+built (autograd's backward of ``states[-1]`` would build one; its cost is in
+docs/performance.md).
 """
 
 from __future__ import annotations

@@ -135,8 +135,7 @@ def lipschitz_euler(inputs: torch.Tensor, h0: torch.Tensor, transition_t: torch.
     """``(states, last)``: the states ``(T, B, N)`` of the Lipschitz RNN's Euler recurrence
     (paper 002, eq. 9) and the last state ``(B, N)`` as a separate tensor, like
     ``torch.nn.RNN``'s ``(output, h_n)``: a loss on ``last`` costs no dense ``(T, B, N)``
-    gradient (a loss on ``states[-1]`` makes autograd build one, about 12 ms at T = 784,
-    B = N = 128).
+    gradient (a loss on ``states[-1]`` makes autograd build one).
 
     ``inputs``: the projected inputs ``U x_t + b`` for all steps, ``(T, B, N)``; or, when
     ``input_weight`` (``U``, ``(N, F)``) and optionally ``input_bias`` (``(N,)``) are given, the
