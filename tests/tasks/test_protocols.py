@@ -323,7 +323,6 @@ def test_evaluation_carries_the_state_like_a_manual_loop(tmp_path, model):
     assert abs(manual_carried_loss(net, ids, 2, 4, carry=False) - expected) > 1e-4
     plain = evaluate(net, reset.validation, task.kind, 64, torch.device("cpu"))
     assert abs(plain["loss"] - carried["loss"]) > 1e-4
-    assert 0 <= carried["accuracy"] <= 1
 
 
 def test_training_windows_detach_the_carried_state(tmp_path):
