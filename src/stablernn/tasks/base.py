@@ -26,6 +26,7 @@ What the targets are and how they are scored depends on :attr:`SequenceTask.kind
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -76,10 +77,18 @@ class Batch(NamedTuple):
 class BatchDataset(Dataset):
     """A split that builds batches itself (see the module docstring).
 
-    Subclasses implement ``__len__``, ``batch(indices, generator=None) -> Batch``,
-    ``subset(indices)`` and ``__getitem__`` (one sample, for ``torch.utils.data.DataLoader``
-    users; a ``collate`` static method turns a list of samples into a :class:`Batch`).
+    Subclasses implement ``__len__``, ``batch(indices, generator=None) -> Batch`` and
+    ``subset(indices)``; ``__getitem__`` (one sample, for ``torch.utils.data.DataLoader``
+    users) and ``collate`` (a list of samples -> a :class:`Batch`) follow from ``batch``.
     """
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets, _ = self.batch(torch.tensor([index]))
+        return inputs[0], targets[0]
+
+    @staticmethod
+    def collate(samples: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
+        return Batch(torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples]))
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError

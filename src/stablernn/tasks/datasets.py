@@ -82,14 +82,6 @@ class NoisePaddedDataset(BatchDataset):
         """
         return int(np.random.SeedSequence([self.noise_seed, int(sample)]).generate_state(1)[0])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets, _ = self.batch(torch.tensor([index]))
-        return inputs[0], targets[0]
-
-    @staticmethod
-    def collate(samples: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
-        return Batch(torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples]))
-
     def subset(self, indices: torch.Tensor) -> NoisePaddedDataset:
         indices = torch.as_tensor(indices, dtype=torch.long)
         return NoisePaddedDataset(self.signal[indices], self.targets[indices], self.length,
@@ -202,14 +194,6 @@ class AugmentedImageDataset(BatchDataset):
         indices = torch.as_tensor(indices, dtype=torch.long)
         images = self.augment(self.images[indices], generator)
         return Batch(self.sequences(images), self.targets[indices], None)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets, _ = self.batch(torch.tensor([index]))
-        return inputs[0], targets[0]
-
-    @staticmethod
-    def collate(samples: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
-        return Batch(torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples]))
 
     def subset(self, indices: torch.Tensor) -> AugmentedImageDataset:
         indices = torch.as_tensor(indices, dtype=torch.long)

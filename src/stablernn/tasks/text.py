@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -174,14 +174,6 @@ class TokenStream(BatchDataset):
         starts = torch.as_tensor(indices, dtype=torch.long).reshape(-1, 1) * self.length
         positions = starts + torch.arange(self.length)
         return Batch(self.ids[positions], self.ids[positions + 1], None)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets, _ = self.batch(torch.tensor([index]))
-        return inputs[0], targets[0]
-
-    @staticmethod
-    def collate(samples: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
-        return Batch(torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples]))
 
     def subset(self, indices: torch.Tensor) -> TokenStream:
         """The first ``count`` windows (``take``): only a prefix ``0 .. count - 1`` keeps the
