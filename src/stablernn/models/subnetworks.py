@@ -6,8 +6,6 @@ A part is a small recurrent system on its own slice ``x_i`` of the full state. E
 - ``prepare()``: what its step needs, built once per forward pass;
 - ``vector_field(x, u, prepared)``: ``dx/dt`` in the time of the model's equation (tau = 1);
 - ``metric()``: a constant symmetric positive definite M in which it contracts;
-- ``guaranteed_rate``: a rate that holds for every value its parameters can take (by construction),
-  or ``None`` when none is known; the certificate verifies the actual rate numerically.
 
 The rate subnetworks follow paper 000 eq. 1: ``x' = -x + W phi(x) + u``.
 """
@@ -67,9 +65,9 @@ def certify_part(part: nn.Module) -> Certificate:
     condition = getattr(part, "condition", type(part).__name__)
     name = type(part).__name__
     if not check.contracting:
-        return Certificate(False, condition, None, None, None,
-                           f"{name}: its metric does not verify (rate bound {check.rate:.4g}, "
-                           f"{check.method})", {"check_method": check.method})
+        return Certificate.failed(condition, f"{name}: its metric does not verify (rate bound "
+                                  f"{check.rate:.4g}, {check.method})",
+                                  {"check_method": check.method})
     return Certificate(True, condition, metric, check.rate, None,
                        f"{name}: M J + J^T M <= -2 ({check.rate:.4g}) M for every slope "
                        f"({check.method})", {"rate_exact": check.exact})
@@ -91,8 +89,6 @@ class RateSubnetwork(nn.Module):
 
     def metric(self) -> torch.Tensor:
         raise NotImplementedError
-
-    guaranteed_rate: float | None = None
 
     def prepare(self) -> torch.Tensor:
         return self.weight()
@@ -147,8 +143,6 @@ class SparseSubnetwork(RateSubnetwork):
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())  # follows torch.manual_seed
         self.seed = seed
         weight, self.tries, metric = self._draw(np.random.default_rng(seed))
-        comparison = self.slope_bound * relaxed_absolute(weight) - np.eye(size)
-        self.guaranteed_rate = -normalized_lyapunov_value(metric, comparison)
         self.register_buffer("weight_matrix", torch.as_tensor(weight, dtype=torch.float32))
         self.register_buffer("metric_matrix", torch.as_tensor(metric, dtype=torch.float32))
 
@@ -225,7 +219,6 @@ class SVDSubnetwork(RateSubnetwork):
         self.right = parametrizations.orthogonal(nn.Linear(size, size, bias=False))
         self.singular_logits = nn.Parameter(torch.zeros(size))
         self.log_scale = nn.Parameter(torch.zeros(size))
-        self.guaranteed_rate = self.margin
 
     @property
     def sigma_max(self) -> float:
@@ -283,7 +276,6 @@ class ProductSubnetwork(RateSubnetwork):
         # Q starts near I (not near floor * I): a well-conditioned metric
         self.factor = nn.Parameter(torch.eye(size) + torch.randn(size, size) * init_std / size**0.5)
         self.register_buffer("identity", torch.eye(size), persistent=False)
-        self.guaranteed_rate = 1.0
 
     def _parts(self):
         left = _positive(self.left_scale, self.floor)
@@ -324,7 +316,6 @@ class SymmetricSubnetwork(RateSubnetwork):
         self.margin = _check_margin(margin)
         self.factor = nn.Parameter(torch.randn(size, size) * init_std / size**0.5)
         self.register_buffer("identity", torch.eye(size), persistent=False)
-        self.guaranteed_rate = min(self.margin, 0.5)
 
     def weight(self) -> torch.Tensor:
         shift = (1.0 - self.margin) / self.slope_bound
@@ -395,7 +386,6 @@ class LipschitzPart(nn.Module):
 
     condition = "identity metric, checked for every slope (paper 002, eq. 1)"
     slope_bound = 1.0
-    guaranteed_rate = None
 
     def __init__(self, size: int, beta_a: float = 0.75, gamma_a: float = 0.5,
                  beta_w: float = 0.75, gamma_w: float = 0.001, alpha: float = 1.0,
