@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from stablernn.cli import main
+
+pytestmark = pytest.mark.slow  # subprocesses, Ray, torchrun or benchmarks
 
 
 def test_bench_runs_small_and_reports_ratios_and_agreement(tmp_path, capsys):

@@ -98,6 +98,7 @@ def test_engine_matches_loop_states_and_gradients(seed, steps, batch, hidden, in
         assert_matches(engine, loop, inputs, h0, dtype)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["native", "python"])
 def test_long_sequence_float32(backend):
     """T = 300 at the paper's width: the float32 gradients still agree to 1e-5."""

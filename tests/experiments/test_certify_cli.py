@@ -16,6 +16,7 @@ def lipschitz_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_main_job_prints_and_writes_the_as_run_certificate(tmp_path, capsys):
     run = tmp_path / "main"
     assert main(["train", *TINY[:-1], "--hidden-size", "16", "--run-dir", str(run)]) == 0
@@ -44,6 +45,7 @@ def test_certify_a_trained_run(lipschitz_run, capsys):
     assert certificate["contracting_as_run"] and "paper 002" in certificate["condition"]
 
 
+@pytest.mark.slow
 def test_certify_a_checkpoint_file_of_a_network_of_networks(tmp_path, capsys):
     run = tmp_path / "svd"
     assert main(["train", "--model", "svd-combo", "--hidden-size", "16", "--option",

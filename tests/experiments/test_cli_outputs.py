@@ -25,6 +25,8 @@ from stablernn.experiments.certificates import (
     write_certificate,
 )
 
+pytestmark = pytest.mark.slow  # subprocesses, Ray, torchrun or benchmarks
+
 TINY = ["--epochs", "1", "--max-train-samples", "64", "--max-eval-samples", "32", "--quiet"]
 
 
@@ -101,12 +103,12 @@ def test_reproduce_out_that_is_a_file_exits_2_naming_out(tmp_path):
 
 
 def test_reproduce_report_below_a_file_exits_2_before_training(tmp_path, monkeypatch, capsys):
-    reproduce = importlib.import_module("stablernn.experiments.reproduce")
+    runner = importlib.import_module("stablernn.experiments.reproduction.runner")
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained before the output locations were checked")
 
-    monkeypatch.setattr(reproduce, "train", no_training)
+    monkeypatch.setattr(runner, "train", no_training)
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["reproduce", "--quick", "--claims", "modules", "--out", str(tmp_path / "out"),
@@ -125,7 +127,7 @@ def test_reproduce_without_matplotlib_writes_results_and_skips_figures(tmp_path,
     assert main(["reproduce", "--quick", "--claims", "modules", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "matplotlib not installed" in printed
-    assert json.loads((out / "claims.json").read_text())["modules"]["checks"]
+    assert json.loads((out / "claims.json").read_text())["claims"]["modules"]["checks"]
     report = (out / "report.md").read_text()
     assert "Figures were not drawn: matplotlib is not installed." in report
     assert "report-figures/" not in report and "| claim | verdict |" in report

@@ -19,6 +19,8 @@ from mnist_files import write_mnist
 
 from stablernn.experiments import load_checkpoint
 
+pytestmark = pytest.mark.slow  # subprocesses, Ray, torchrun or benchmarks
+
 TINY = ["--epochs", "1", "--max-train-samples", "32", "--max-eval-samples", "16",
         "--hidden-size", "8", "--quiet"]
 

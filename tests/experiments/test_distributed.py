@@ -6,10 +6,13 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from stablernn.cli import main
 from stablernn.experiments import load_checkpoint
+
+pytestmark = pytest.mark.slow  # subprocesses, Ray, torchrun or benchmarks
 
 ARGS = ["--epochs", "2", "--hidden-size", "16", "--max-train-samples", "128",
         "--max-eval-samples", "64", "--batch-size", "32", "--quiet"]

@@ -17,6 +17,7 @@ def quick_report(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_quick_reproduce_writes_every_section_with_tables_and_figures(quick_report):
     report = (quick_report / "report.md").read_text()
     written = json.loads((quick_report / "claims.json").read_text())
@@ -45,6 +46,7 @@ def test_quick_reproduce_writes_every_section_with_tables_and_figures(quick_repo
     assert control["unconstrained"] is True and control["mask"] == "full"
 
 
+@pytest.mark.slow
 def test_rerunning_reuses_runs_of_the_same_code_only(quick_report):
     results = sorted((quick_report / "runs" / "alpha").rglob("results.json"))
     stamps = [path.stat().st_mtime_ns for path in results]
@@ -76,6 +78,7 @@ def trained_run(tmp_path_factory):
     return run
 
 
+@pytest.mark.slow
 def test_analyze_writes_json_and_plot(trained_run, capsys):
     assert main(["analyze", str(trained_run), "--samples", "32", "--hessian-samples", "16",
                  "--trace-samples", "4", "--attack-steps", "2"]) == 0

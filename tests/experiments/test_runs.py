@@ -19,6 +19,7 @@ def rows(run_dir):
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(stream)]
 
 
+@pytest.mark.slow
 def test_killed_then_resumed_run_equals_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference"
     assert main(["train", "--epochs", "3", *TINY, "--run-dir", str(reference)]) == 0

@@ -63,6 +63,7 @@ def test_summary_has_mean_min_max_per_setting():
     assert summary[1]["n"] == 1
 
 
+@pytest.mark.slow
 def test_two_trial_local_ray_sweep(tmp_path):
     pytest.importorskip("ray.tune")
     config = tmp_path / "tiny.json"
@@ -185,6 +186,7 @@ def test_sweep_dir_that_is_a_file_or_holds_another_run_exits_2(tmp_path, capsys)
     assert "--force" in error and not (tmp_path / "sweep" / "ray").exists()
 
 
+@pytest.mark.slow
 def test_missing_data_fails_once_before_ray_starts(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -202,6 +204,7 @@ def test_missing_data_fails_once_before_ray_starts(tmp_path, capsys):
     assert capsys.readouterr().err.split(": error: ")[1] == first.split(": error: ")[1] + "\n"
 
 
+@pytest.mark.slow
 def test_diverging_trial_is_recorded_and_rerun_keeps_the_finished_one(tmp_path):
     """One grid value diverges (Adam with learning rate 1e30: the second batch's loss is NaN);
     the other is summarised, the sweep exits 2 naming the failed trial, and a rerun retries

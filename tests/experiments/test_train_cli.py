@@ -28,6 +28,7 @@ def test_train_writes_a_complete_run_directory(tmp_path, capsys):
     assert checkpoint["epoch"] == 2 and "cell.param_a.free" in "".join(checkpoint["model_state"])
 
 
+@pytest.mark.slow
 def test_training_learns_on_digits(tmp_path):
     """A short real run must beat chance by a wide margin (10 classes: chance is 0.1)."""
     status = main(["train", "--epochs", "8", "--hidden-size", "32", "--lr", "0.01",

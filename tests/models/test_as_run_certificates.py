@@ -111,6 +111,7 @@ def test_trajectories_approach_by_the_step_factor_in_float32(name):
 @given(seed=st.integers(0, 10_000), scale=st.floats(0.1, 30.0),
        step_size=st.floats(0.05, 1.0), gamma_a=st.floats(0.01, 2.0),
        share=st.floats(0.05, 0.95))
+@pytest.mark.slow
 def test_contracting_lipschitz_for_any_parameter_value(seed, scale, step_size, gamma_a, share):
     """Every parameter value the parametrization allows, including huge ones."""
     model = lipschitz(seed, step_size, gamma_a, share)

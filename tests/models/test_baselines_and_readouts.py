@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from stablernn import GRU, LSTM, AntisymmetricRNN, ODERNN, PerStepReadout, SequenceClassifier
+from stablernn import GRU, LSTM, ODERNN, AntisymmetricRNN, PerStepReadout, SequenceClassifier
 from stablernn.models import build_layer
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from stablernn import AntisymmetricRNN, LipschitzCell, LipschitzRNN, ODERNN
+from stablernn import ODERNN, AntisymmetricRNN, LipschitzCell, LipschitzRNN
 
 LAYERS = [
     lambda **kw: LipschitzRNN(3, 5, **kw),
