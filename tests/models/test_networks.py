@@ -6,6 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stablernn import certify
 from stablernn.models.assembly import Assembly, HierarchicalConnection
 from stablernn.models.feedback import NegativeFeedback, block_mask
 from stablernn.models.network import NetworkOfNetworks, SparseComboNet, SVDComboNet
@@ -21,11 +22,13 @@ def random_spd_blocks(sizes, generator):
 
 
 @given(seed=st.integers(0, 10_000), sizes=st.lists(st.integers(1, 5), min_size=2, max_size=4),
-       mask=st.sampled_from(["lower", "off-diagonal", "full"]), damping=st.booleans())
-def test_feedback_is_skew_in_the_metric(seed, sizes, mask, damping):
-    """Paper 000 eq. 3 / Corollary 2: M L + L^T M = -(C + C^T) for any B, C."""
+       mask=st.sampled_from(["lower", "off-diagonal", "full"]), damping=st.booleans(),
+       density=st.sampled_from([1.0, 0.5, 0.1]))
+def test_feedback_is_skew_in_the_metric(seed, sizes, mask, damping, density):
+    """Paper 000 eq. 3 / Corollary 2: M L + L^T M = -(C + C^T) for any B, C (sparse B too)."""
     generator = torch.Generator().manual_seed(seed)
-    feedback = NegativeFeedback(sizes, mask=mask, damping=damping).double()
+    feedback = NegativeFeedback(sizes, mask=mask, damping=damping, density=density,
+                                seed=seed).double()
     with torch.no_grad():
         feedback.coupling.copy_(torch.randn(feedback.coupling.shape, generator=generator))
         if damping:
@@ -54,6 +57,38 @@ def test_lower_block_mask_keeps_only_lower_off_diagonal_blocks():
     expected = torch.tensor([[0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]],
                             dtype=torch.float32)
     torch.testing.assert_close(mask, expected)
+
+
+def test_sparse_feedback_trains_a_fixed_seeded_fraction_of_b():
+    sizes = [32] * 8
+    dense = block_mask(sizes, "lower")
+    sparse = NegativeFeedback(sizes, density=0.1, seed=3)
+    assert torch.equal(sparse.mask, NegativeFeedback(sizes, density=0.1, seed=3).mask)
+    assert not torch.equal(sparse.mask, NegativeFeedback(sizes, density=0.1, seed=4).mask)
+    assert bool((sparse.mask <= dense).all())  # never outside the block mask
+    fraction = float(sparse.mask.sum() / dense.sum())
+    assert abs(fraction - 0.1) < 0.01, fraction  # 7,168 lower entries: std of the mean 0.0035
+    with torch.no_grad():
+        sparse.coupling.normal_()
+    metric = torch.eye(sum(sizes))
+    (sparse(metric, metric) * torch.randn(metric.shape)).sum().backward()
+    trained = sparse.coupling.grad != 0
+    assert torch.equal(trained, sparse.mask.bool())
+
+
+@pytest.mark.parametrize("density", [0.0, -0.1, 1.5, float("nan"), True, "0.1"])
+def test_sparse_feedback_rejects_bad_density(density):
+    with pytest.raises(ValueError, match=r"feedback_density must be a number in \(0, 1\]"):
+        NegativeFeedback([2, 2], density=density)
+
+
+def test_sparse_feedback_network_is_certified_as_it_runs():
+    net = SparseComboNet(3, num_subnetworks=4, subnetwork_size=8, density=0.2, seed=1,
+                         method="splitting", feedback_density=0.3, feedback_init_std=1.0)
+    certificate = certify(net)
+    assert certificate.contracting, certificate.reason
+    assert 0 < float(net.assembly.feedback.mask.sum()) < float(
+        block_mask([8] * 4, "lower").sum())
 
 
 def test_sparse_subnetwork_meets_theorem_1_with_its_metric():

@@ -120,7 +120,8 @@ class Assembly(nn.Module):
     ``L = B``, with no guarantee. ``connections``: :class:`HierarchicalConnection` modules between
     parts of this assembly (by index, earlier to later); with connections and no weights,
     the weights are chosen so the couplings are dominated
-    (:func:`stablernn.contraction.combination.hierarchy_weights`).
+    (:func:`stablernn.contraction.combination.hierarchy_weights`). ``feedback_density``: the
+    fraction of B's masked entries trained (a fixed pattern drawn from ``feedback_seed``).
     """
 
     condition = "paper 000, Corollary 1"
@@ -128,6 +129,7 @@ class Assembly(nn.Module):
     def __init__(self, parts: list[nn.Module], weights: list[float] | None = None,
                  mask: str = "lower", damping: bool = False, unconstrained: bool = False,
                  connections: list[HierarchicalConnection] = (), feedback_init_std: float = 0.0,
+                 feedback_density: float = 1.0, feedback_seed: int | None = None,
                  require_contracting: bool = True):
         super().__init__()
         if len(parts) < 1:
@@ -160,7 +162,8 @@ class Assembly(nn.Module):
         self.feedback = NegativeFeedback(self.sizes, mask=mask, damping=damping,
                                          unconstrained=unconstrained,
                                          init_std=check_non_negative("feedback_init_std",
-                                                                     feedback_init_std))
+                                                                     feedback_init_std),
+                                         density=feedback_density, seed=feedback_seed)
         self.connections = nn.ModuleList(connections)
         for connection in connections:
             if connection.target >= len(parts):

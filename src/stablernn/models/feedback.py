@@ -24,6 +24,18 @@ def block_mask(sizes: list[int], mask: str) -> torch.Tensor:
     return keep
 
 
+def sparse_pattern(size: int, density: float, seed: int | None) -> torch.Tensor:
+    """A fixed 0/1 pattern keeping each entry of B with probability ``density`` (paper 000
+    section 4.2.2's pilot of sparse feedback, D.2.4), drawn from ``seed`` (torch's generator
+    when ``None``)."""
+    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
+        raise ValueError(f"feedback_density must be a number in (0, 1], got {density!r}")
+    if density == 1.0:
+        return torch.ones(size, size)
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return (torch.rand(size, size, generator=generator) < density).float()
+
+
 class NegativeFeedback(nn.Module):
     r"""The feedback matrix ``L = B - M^{-1} B^T M - M^{-1} C`` between parts.
 
@@ -32,15 +44,19 @@ class NegativeFeedback(nn.Module):
     ``M L + L^T M = -(C + C^T) <= 0`` (Corollary 2), so the feedback never weakens contraction.
     B is trained through a fixed block ``mask``; the optional damping ``C = F F^T`` is positive
     semidefinite. ``unconstrained=True`` sets ``L = B`` (the paper's control experiment, no
-    guarantee; such an assembly certifies as not contracting).
+    guarantee; such an assembly certifies as not contracting). ``density < 1`` keeps a fixed
+    random fraction of the mask's entries (drawn from ``seed``): L stays skew in the metric, so
+    the guarantee is unchanged.
     """
 
     def __init__(self, sizes: list[int], mask: str = "lower", damping: bool = False,
-                 unconstrained: bool = False, init_std: float = 0.0) -> None:
+                 unconstrained: bool = False, init_std: float = 0.0, density: float = 1.0,
+                 seed: int | None = None) -> None:
         super().__init__()
         total = sum(sizes)
         self.mask_name = mask
-        self.register_buffer("mask", block_mask(sizes, mask))
+        self.density = density
+        self.register_buffer("mask", block_mask(sizes, mask) * sparse_pattern(total, density, seed))
         self.coupling = nn.Parameter(torch.randn(total, total) * init_std)
         self.unconstrained = bool(unconstrained)
         self.damping_factor = nn.Parameter(torch.zeros(total, total)) if damping else None
@@ -73,5 +89,5 @@ class NegativeFeedback(nn.Module):
         return feedback
 
     def extra_repr(self) -> str:
-        return (f"mask={self.mask_name!r}, damping={self.damping_factor is not None}, "
-                f"unconstrained={self.unconstrained}")
+        return (f"mask={self.mask_name!r}, density={self.density:g}, "
+                f"damping={self.damping_factor is not None}, unconstrained={self.unconstrained}")

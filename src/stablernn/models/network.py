@@ -190,15 +190,17 @@ class SparseComboNet(NetworkOfNetworks):
     drawn with seed ``seed + i`` (``seed=None``: drawn from torch's generator). With
     ``method="splitting"`` each subnetwork's metric is chosen for its own Euler step of size
     ``step_size`` (see :class:`SparseSubnetwork`), so the network is certified as it runs for
-    every trained feedback.
+    every trained feedback. ``feedback_density < 1`` trains a fixed random fraction of B (the
+    sparse-feedback pilot of paper 000, D.2.4; pattern drawn from ``seed``).
     """
 
     def __init__(self, input_size: int, num_subnetworks: int = 16, subnetwork_size: int = 32,
                  density: float = 0.033, magnitude: float = 1.0, step_size: float = 0.1,
                  activation: str = "relu", mask: str = "lower", unconstrained: bool = False,
                  damping: bool = False, seed: int | None = None, method: str = "euler",
-                 feedback_init_std: float = 0.0, batch_first: bool = False,
-                 check_finite: bool = True, engine: str = "auto") -> None:
+                 feedback_init_std: float = 0.0, feedback_density: float = 1.0,
+                 batch_first: bool = False, check_finite: bool = True,
+                 engine: str = "auto") -> None:
         check_positive_int("num_subnetworks", num_subnetworks)
         check_positive_int("subnetwork_size", subnetwork_size)
         if seed is None:
@@ -209,7 +211,9 @@ class SparseComboNet(NetworkOfNetworks):
                                   step_size=split_step)
                  for i in range(num_subnetworks)]
         assembly = Assembly(parts, mask=mask, damping=damping, unconstrained=unconstrained,
-                            feedback_init_std=feedback_init_std)
+                            feedback_init_std=feedback_init_std,
+                            feedback_density=feedback_density,
+                            feedback_seed=seed + num_subnetworks)
         super().__init__(input_size, assembly, step_size=step_size, method=method,
                          batch_first=batch_first, check_finite=check_finite, engine=engine)
 
@@ -221,14 +225,15 @@ class SVDComboNet(NetworkOfNetworks):
     With ``method="splitting"`` every part's Euler step contracts by ``1 - dt margin`` in its
     metric for every parameter value (``dt <= 1``), the feedback's flow is an isometry, and the
     log-scales of Theta are bounded (``4 tanh(. / 4)``) so that the metric stays representable:
-    certified as it runs for every parameter value."""
+    certified as it runs for every parameter value. ``feedback_density < 1`` trains a fixed
+    random fraction of B (pattern from torch's generator)."""
 
     def __init__(self, input_size: int, num_subnetworks: int = 16, subnetwork_size: int = 32,
                  margin: float = 0.05, step_size: float = 0.1, activation: str = "relu",
                  mask: str = "lower", unconstrained: bool = False, damping: bool = False,
                  method: str = "euler", feedback_init_std: float = 0.0,
-                 batch_first: bool = False, check_finite: bool = True,
-                 engine: str = "auto") -> None:
+                 feedback_density: float = 1.0, batch_first: bool = False,
+                 check_finite: bool = True, engine: str = "auto") -> None:
         check_positive_int("num_subnetworks", num_subnetworks)
         check_choice("method", method, METHODS)
         # the splitting step's guarantee covers every parameter value: keep the metric's
@@ -237,6 +242,7 @@ class SVDComboNet(NetworkOfNetworks):
         parts = [SVDSubnetwork(subnetwork_size, activation, margin, max_log_scale=bound)
                  for _ in range(num_subnetworks)]
         assembly = Assembly(parts, mask=mask, damping=damping, unconstrained=unconstrained,
-                            feedback_init_std=feedback_init_std)
+                            feedback_init_std=feedback_init_std,
+                            feedback_density=feedback_density)
         super().__init__(input_size, assembly, step_size=step_size, method=method,
                          batch_first=batch_first, check_finite=check_finite, engine=engine)
