@@ -14,15 +14,48 @@ from stablernn._checks import (
     check_positive,
     check_positive_int,
 )
-from stablernn.engine import ENGINES, run_lipschitz
-from stablernn.models.recurrent import RecurrentCell, RecurrentLayer
+from stablernn.engine import run_lipschitz
+from stablernn.models.recurrent import RecurrentCell, RecurrentLayer, cell_attribute
 from stablernn.parametrizations import NormBounded, SymmetricSkew
 
 METHODS = ("euler", "rk2", "exponential")
 PARAMETRIZATIONS = ("paper", "contracting")
 
 
-class LipschitzCell(RecurrentCell):
+class LipschitzDynamics(nn.Module):
+    r"""The continuous-time Lipschitz unit ``h' = alpha A h + tanh(W h + u)`` (paper 002, eq. 1
+    with eq. 12's ``alpha``), shared by :class:`LipschitzCell` and the network part
+    :class:`stablernn.models.subnetworks.LipschitzPart`. A and W come from the
+    parametrizations ``param_a`` and ``param_w`` (eqs. 2a, 2b, 6) that subclasses set."""
+
+    param_a: nn.Module
+    param_w: nn.Module
+    alpha: float
+
+    @property
+    def A(self) -> torch.Tensor:
+        """The linear hidden-to-hidden matrix ``A_{beta_a, gamma_a}`` (eq. 2a), column convention."""
+        return self.param_a()
+
+    @property
+    def W(self) -> torch.Tensor:
+        """The hidden-to-hidden matrix inside tanh, ``W_{beta_w, gamma_w}`` (eq. 2b)."""
+        return self.param_w()
+
+    def slopes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha A^T, W^T)``: the matrices of the vector field for row-vector states."""
+        return self.alpha * self.A.transpose(0, 1), self.W.transpose(0, 1)
+
+    @staticmethod
+    def vector_field(hidden: torch.Tensor, projected_input: torch.Tensor,
+                     slopes: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``alpha A h + tanh(W h + u)`` for row-vector states ``(B, N)`` (eq. 1)."""
+        linear_t, recurrent_t = slopes
+        drive = torch.tanh(torch.addmm(projected_input, hidden, recurrent_t))
+        return torch.addmm(drive, hidden, linear_t)
+
+
+class LipschitzCell(LipschitzDynamics, RecurrentCell):
     r"""One step of the Lipschitz RNN, paper 002 eqs. 1, 9, 10 and 12.
 
     Continuous time (eq. 1, with the ablation scale ``alpha`` of eq. 12)::
@@ -115,16 +148,6 @@ class LipschitzCell(RecurrentCell):
         damping = math.exp(-self.step_size * self.alpha * self.param_a.gamma)
         return damping + self.step_size * self.param_w.max_norm
 
-    @property
-    def A(self) -> torch.Tensor:
-        """The linear hidden-to-hidden matrix ``A_{beta_a, gamma_a}`` (eq. 2a), column convention."""
-        return self.param_a()
-
-    @property
-    def W(self) -> torch.Tensor:
-        """The hidden-to-hidden matrix inside tanh, ``W_{beta_w, gamma_w}`` (eq. 2b)."""
-        return self.param_w()
-
     def transition(self) -> torch.Tensor:
         """The constant T of one step ``h_{t+1} = T h_t + eps tanh(...)`` (column convention):
         ``I + eps alpha A`` (Euler) or ``exp(eps alpha A)`` (exponential); RK2 has none."""
@@ -134,8 +157,7 @@ class LipschitzCell(RecurrentCell):
 
     def prepare(self):
         # Row-vector states (B, N): ``A h`` becomes ``h @ A^T``. Built once per forward pass.
-        linear_t = self.alpha * self.A.transpose(0, 1)
-        recurrent_t = self.W.transpose(0, 1)
+        linear_t, recurrent_t = self.slopes()
         if self.method == "exponential":
             return torch.linalg.matrix_exp(self.step_size * linear_t), recurrent_t
         if self.method == "euler":
@@ -149,14 +171,9 @@ class LipschitzCell(RecurrentCell):
             transition_t, recurrent_t = prepared
             drive = torch.tanh(torch.addmm(projected_input, hidden, recurrent_t))
             return torch.addmm(drive, hidden, transition_t, beta=self.step_size)
-        linear_t, recurrent_t = prepared
-        half = 0.5 * self.step_size
-        slope = torch.addmm(torch.tanh(torch.addmm(projected_input, hidden, recurrent_t)), hidden, linear_t)
-        midpoint = hidden + half * slope
-        slope = torch.addmm(
-            torch.tanh(torch.addmm(projected_input, midpoint, recurrent_t)), midpoint, linear_t
-        )
-        return hidden + self.step_size * slope
+        midpoint = hidden + 0.5 * self.step_size * self.vector_field(hidden, projected_input,
+                                                                     prepared)
+        return hidden + self.step_size * self.vector_field(midpoint, projected_input, prepared)
 
     def extra_repr(self) -> str:
         return (
@@ -167,80 +184,30 @@ class LipschitzCell(RecurrentCell):
 
 
 class LipschitzRNN(RecurrentLayer):
-    """A Lipschitz RNN layer (paper 002) with the ``torch.nn.RNN`` calling convention.
+    """A Lipschitz RNN layer (paper 002) with the ``torch.nn.RNN`` calling convention, built
+    from its cell: ``LipschitzRNN(input_size, hidden_size, **cell_options)`` takes every option
+    of :class:`LipschitzCell` (``step_size``, ``method``, ``beta_a``, ...) plus the layer's
+    ``batch_first``, ``check_finite`` and ``engine``; ``forward(input, h0=None) -> (output,
+    h_n)``. ``A``, ``W`` and the step settings read through to the cell.
 
-    ``LipschitzRNN(input_size, hidden_size, ...)`` takes the arguments of :class:`LipschitzCell`
-    plus ``batch_first`` and ``check_finite``; ``forward(input, h0=None) -> (output, h_n)``.
-    The step is :meth:`LipschitzCell.step`; ``A`` and ``W`` are built once per forward pass.
-    ``LipschitzRNN(1, 128, parametrization="contracting", method="exponential",
-    gamma_a=..., step_size=...)`` is certified as it runs for every parameter value.
-
-    ``engine``: ``"auto"`` (default) runs the sequence on the fast recurrence engine
-    (:mod:`stablernn.engine`, one autograd Function with hand-written BPTT) where it supports
-    the configuration (Euler and exponential), else the plain loop; ``"loop"`` always runs the plain loop of
-    :meth:`RecurrentLayer.run`. Both compute the same states and gradients (to rounding).
+    ``LipschitzRNN(1, 128, parametrization="contracting", method="exponential", gamma_a=...,
+    step_size=...)`` is certified as it runs for every parameter value. ``engine="auto"``
+    (default) runs Euler and exponential steps on the recurrence engine (one autograd Function
+    with hand-written BPTT), RK2 in the plain loop.
     """
 
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        beta_a: float | None = None,
-        gamma_a: float = 0.001,
-        beta_w: float = 0.75,
-        gamma_w: float = 0.001,
-        step_size: float = 0.03,
-        method: str = "euler",
-        alpha: float = 1.0,
-        init_std: float = 0.1,
-        bias: bool = True,
-        parametrization: str = "paper",
-        nonlinear_share: float = 0.5,
-        batch_first: bool = False,
-        check_finite: bool = True,
-        engine: str = "auto",
-    ) -> None:
-        cell = LipschitzCell(
-            input_size, hidden_size, beta_a=beta_a, gamma_a=gamma_a, beta_w=beta_w,
-            gamma_w=gamma_w, step_size=step_size, method=method, alpha=alpha,
-            init_std=init_std, bias=bias, parametrization=parametrization,
-            nonlinear_share=nonlinear_share,
-        )
-        super().__init__(cell, batch_first=batch_first, check_finite=check_finite)
-        self.engine = check_choice("engine", engine, ENGINES)
+    fast_path = staticmethod(run_lipschitz)
+    A = cell_attribute("A")
+    W = cell_attribute("W")
+    step_size = cell_attribute("step_size")
+    method = cell_attribute("method")
+    alpha = cell_attribute("alpha")
+    parametrization = cell_attribute("parametrization")
 
-    def run(self, inputs: torch.Tensor,
-            hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Time-major core: the engine where it applies (``engine="auto"``), else the loop."""
-        if self.engine == "auto":
-            result = run_lipschitz(self.cell, inputs, hidden)
-            if result is not None:
-                return result
-        return super().run(inputs, hidden)
-
-    @property
-    def A(self) -> torch.Tensor:
-        return self.cell.A
-
-    @property
-    def W(self) -> torch.Tensor:
-        return self.cell.W
-
-    @property
-    def step_size(self) -> float:
-        return self.cell.step_size
-
-    @property
-    def method(self) -> str:
-        return self.cell.method
-
-    @property
-    def alpha(self) -> float:
-        return self.cell.alpha
-
-    @property
-    def parametrization(self) -> str:
-        return self.cell.parametrization
+    def __init__(self, input_size: int, hidden_size: int, *, batch_first: bool = False,
+                 check_finite: bool = True, engine: str = "auto", **cell_options) -> None:
+        super().__init__(LipschitzCell(input_size, hidden_size, **cell_options),
+                         batch_first=batch_first, check_finite=check_finite, engine=engine)
 
     def transition(self) -> torch.Tensor:
         return self.cell.transition()

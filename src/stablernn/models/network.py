@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from stablernn._checks import check_choice, check_positive, check_positive_int
-from stablernn.engine import ENGINES, run_network
+from stablernn.engine import run_network
 from stablernn.models.assembly import Assembly
-from stablernn.models.recurrent import RecurrentCell, RecurrentLayer
+from stablernn.models.recurrent import RecurrentCell, RecurrentLayer, cell_attribute
 from stablernn.models.subnetworks import RateSubnetwork, SparseSubnetwork, SVDSubnetwork
 
 METHODS = ("euler", "rk2", "splitting")
@@ -146,39 +146,22 @@ class NetworkOfNetworks(RecurrentLayer):
     The hidden state is the full state x of all parts, concatenated in order, so a run can be
     started from any state and continued.
 
-    ``engine``: ``"auto"`` (default) runs the sequence on the fast recurrence engine
-    (:mod:`stablernn.engine`) where it supports the configuration (Euler, all parts rate
-    subnetworks of one size and activation, no hierarchical connections), else the plain loop;
-    ``"loop"`` always runs the plain loop of :meth:`RecurrentLayer.run`.
+    ``engine``: ``"auto"`` (default) runs the sequence on the recurrence engine
+    (:mod:`stablernn.engine`) where it supports the configuration (Euler and splitting, all
+    parts rate subnetworks of one size and activation, no hierarchical connections), else the
+    plain loop; ``"loop"`` always runs the plain loop of :meth:`RecurrentLayer.run`.
     """
+
+    fast_path = staticmethod(run_network)
+    assembly = cell_attribute("assembly")
+    step_size = cell_attribute("step_size")
+    method = cell_attribute("method")
 
     def __init__(self, input_size: int, assembly: Assembly, step_size: float = 0.1,
                  method: str = "euler", bias: bool = True, batch_first: bool = False,
                  check_finite: bool = True, engine: str = "auto") -> None:
         cell = AssemblyCell(input_size, assembly, step_size=step_size, method=method, bias=bias)
-        super().__init__(cell, batch_first=batch_first, check_finite=check_finite)
-        self.engine = check_choice("engine", engine, ENGINES)
-
-    def run(self, inputs: torch.Tensor,
-            hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Time-major core: the engine where it applies (``engine="auto"``), else the loop."""
-        if self.engine == "auto":
-            result = run_network(self.cell, inputs, hidden)
-            if result is not None:
-                return result
-        return super().run(inputs, hidden)
-
-    @property
-    def assembly(self) -> Assembly:
-        return self.cell.assembly
-
-    @property
-    def step_size(self) -> float:
-        return self.cell.step_size
-
-    @property
-    def method(self) -> str:
-        return self.cell.method
+        super().__init__(cell, batch_first=batch_first, check_finite=check_finite, engine=engine)
 
 
 class SparseComboNet(NetworkOfNetworks):

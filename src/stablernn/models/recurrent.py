@@ -9,12 +9,17 @@ matmul before the loop (``cell.project_input``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
 
-from stablernn._checks import check_finite
+from stablernn._checks import check_choice, check_finite
+from stablernn.engine import ENGINES
+
+# A fast path for a whole sequence: (cell, inputs, hidden) -> (states, last), or None where it
+# does not support the cell's configuration.
+FastPath = Callable[[Any, torch.Tensor, torch.Tensor], Optional[tuple]]
 
 
 class RecurrentCell(nn.Module):
@@ -76,13 +81,22 @@ class RecurrentLayer(nn.Module):
 
     The hidden state is the full state vector of the system. Inputs containing NaN or Inf raise
     a ``ValueError`` unless ``check_finite=False``.
+
+    ``engine``: ``"auto"`` runs the sequence on the layer's :attr:`fast_path` (the recurrence
+    engine, :mod:`stablernn.engine`) where it supports the cell's configuration, else the plain
+    loop of :meth:`run`; ``"loop"`` always runs the loop. Both compute the same states and
+    gradients (to rounding).
     """
 
-    def __init__(self, cell: RecurrentCell, batch_first: bool = False, check_finite: bool = True):
+    fast_path: FastPath | None = None
+
+    def __init__(self, cell: RecurrentCell, batch_first: bool = False, check_finite: bool = True,
+                 engine: str = "auto"):
         super().__init__()
         self.cell = cell
         self.batch_first = bool(batch_first)
         self.check_finite = bool(check_finite)
+        self.engine = check_choice("engine", engine, ENGINES)
 
     @property
     def input_size(self) -> int:
@@ -137,6 +151,10 @@ class RecurrentLayer(nn.Module):
         """Time-major core: inputs ``(T, B, F)``, state ``(B, N)`` -> ``(states, last)``: states
         ``(T, B, N)`` and the last state ``(B, N)`` as its own tensor, so that a loss on the last
         state alone does not make autograd build a dense ``(T, B, N)`` gradient."""
+        if self.engine == "auto" and self.fast_path is not None:
+            result = type(self).fast_path(self.cell, inputs, hidden)
+            if result is not None:
+                return result
         cell = self.cell
         prepared = cell.prepare()
         projected = cell.project_input(inputs)
@@ -149,3 +167,10 @@ class RecurrentLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"batch_first={self.batch_first}"
+
+
+def cell_attribute(name: str) -> property:
+    """A read-only layer attribute that is its cell's (``layer.step_size`` is
+    ``layer.cell.step_size``)."""
+    return property(lambda layer: getattr(layer.cell, name),
+                    doc=f"The cell's ``{name}`` (read-only).")

@@ -31,6 +31,8 @@ from stablernn.contraction.as_run import scaled_diagonal_metric
 from stablernn.contraction.conditioning import well_conditioned_diagonal_metric
 from stablernn.contraction.metrics import normalized_lyapunov_value
 from stablernn.models.activations import activation
+from stablernn.models.lipschitz import LipschitzDynamics
+from stablernn.parametrizations import SymmetricSkew
 
 
 def _check_margin(margin: float) -> float:
@@ -373,7 +375,7 @@ class TriangularSubnetwork(RateSubnetwork):
         return torch.as_tensor(metric, dtype=self.lower.dtype, device=self.lower.device)
 
 
-class LipschitzPart(nn.Module):
+class LipschitzPart(LipschitzDynamics):
     """A Lipschitz RNN unit (paper 002, eq. 1) as a part of a network of networks::
 
         h' = alpha A h + tanh(W h + u)
@@ -391,20 +393,10 @@ class LipschitzPart(nn.Module):
                  beta_w: float = 0.75, gamma_w: float = 0.001, alpha: float = 1.0,
                  init_std: float = 0.1) -> None:
         super().__init__()
-        from stablernn.parametrizations import SymmetricSkew
-
         self.size = check_positive_int("size", size)
         self.alpha = check_in_range("alpha", alpha, 0.0, float("inf"))
         self.param_a = SymmetricSkew(size, beta_a, gamma_a, init_std)
         self.param_w = SymmetricSkew(size, beta_w, gamma_w, init_std)
-
-    @property
-    def A(self) -> torch.Tensor:
-        return self.param_a()
-
-    @property
-    def W(self) -> torch.Tensor:
-        return self.param_w()
 
     def metric(self) -> torch.Tensor:
         return self.param_a.identity
@@ -413,12 +405,8 @@ class LipschitzPart(nn.Module):
         return self.param_a.identity
 
     def prepare(self):
-        return self.alpha * self.A.transpose(0, 1), self.W.transpose(0, 1)
+        return self.slopes()
 
     def jacobian_family(self) -> JacobianFamily:
         """``J = alpha A + D W`` (paper 002, eq. 1), tanh slopes in [0, 1]."""
         return lipschitz_family(_numpy(self.A), _numpy(self.W), 1.0, self.alpha)
-
-    def vector_field(self, x: torch.Tensor, u: torch.Tensor, prepared) -> torch.Tensor:
-        linear_t, recurrent_t = prepared
-        return torch.addmm(torch.tanh(torch.addmm(u, x, recurrent_t)), x, linear_t)
