@@ -107,5 +107,5 @@ def test_analyze_refuses_bad_input(trained_run, tmp_path, capsys):
     finally:
         (tmp_path / "best.pt").rename(trained_run / "best.pt")
     assert main(["analyze", str(trained_run), "--pgd-epsilon", "3"]) == 2
-    assert "pgd_epsilon must be in (0, 1]" in capsys.readouterr().err
+    assert "pgd_epsilon must be a number in (0, 1]" in capsys.readouterr().err
     assert main(["analyze", str(tmp_path / "nowhere")]) == 2

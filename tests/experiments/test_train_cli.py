@@ -63,7 +63,7 @@ def test_cli_errors_exit_2_with_message(tmp_path, capsys):
     assert main(["train", "--epochs", "0", "--run-dir", str(tmp_path)]) == 2
     assert "epochs must be an integer >= 1, got 0" in capsys.readouterr().err
     assert main(["train", "--option", "beta_a=2", "--run-dir", str(tmp_path)]) == 2
-    assert "beta must be a number in [0.0, 1.0], got 2" in capsys.readouterr().err
+    assert "beta must be a number in [0, 1], got 2" in capsys.readouterr().err
     assert main(["train", "--config", str(tmp_path / "none.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["train", "--option", "nokey"]) == 2

@@ -84,7 +84,7 @@ def test_nonfinite_input_raises_unless_allowed():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"beta_a": 1.5}, r"beta must be a number in \[0.0, 1.0\], got 1.5"),
+        ({"beta_a": 1.5}, r"beta must be a number in \[0, 1\], got 1.5"),
         ({"beta_w": -0.1}, "beta must be a number in"),
         ({"gamma_a": -1.0}, "gamma must be a finite number >= 0, got -1.0"),
         ({"step_size": 0.0}, "step_size must be a finite number > 0, got 0.0"),

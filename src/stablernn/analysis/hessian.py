@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
 
-from stablernn._checks import check_non_negative, check_positive_int
+from stablernn._checks import check_int, check_non_negative, check_positive_int
 from stablernn.models.recurrent import RecurrentLayer
 
 # kappa is reported only when lambda_min exceeds this many machine epsilons (of the parameters'
@@ -286,10 +286,7 @@ def hessian_spectrum(
     """
     params = _check_params(params)
     top_k = check_positive_int("top_k", top_k)
-    trace_samples = check_positive_int("trace_samples", trace_samples)
-    if trace_samples < 2:
-        raise ValueError(
-            f"trace_samples must be an integer >= 2 (for a standard error), got {trace_samples!r}")
+    trace_samples = check_int("trace_samples (2 or more, for a standard error)", trace_samples, 2)
     tol = check_non_negative("tol", tol)
     max_iter = check_positive_int("max_iter", max_iter)
     n = sum(p.numel() for p in params)

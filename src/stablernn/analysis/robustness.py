@@ -16,7 +16,6 @@ loss gives every sample's own gradient.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -27,6 +26,7 @@ from stablernn._checks import (
     check_choice,
     check_in_range,
     check_non_negative,
+    check_number,
     check_positive,
     check_positive_int,
 )
@@ -58,12 +58,6 @@ def _check_inputs(inputs: Tensor) -> None:
         shape = tuple(inputs.shape) if isinstance(inputs, Tensor) else type(inputs).__name__
         raise ValueError(
             f"inputs must be a non-empty floating-point tensor (batch, ...), got {shape}")
-
-
-def _check_finite_number(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def _check_batch(model: nn.Module, inputs: Tensor, targets: Tensor | None = None) -> None:
@@ -124,8 +118,8 @@ def salt_and_pepper(
     """
     _check_inputs(inputs)
     fraction = check_in_range("fraction", fraction, 0.0, 1.0)
-    low = float(inputs.min()) if low is None else _check_finite_number("low", low)
-    high = float(inputs.max()) if high is None else _check_finite_number("high", high)
+    low = float(inputs.min()) if low is None else check_number("low", low)
+    high = float(inputs.max()) if high is None else check_number("high", high)
     if low > high:
         raise ValueError(f"low must be <= high, got low={low!r}, high={high!r}")
     u = torch.rand(inputs.shape, generator=generator, dtype=inputs.dtype, device=inputs.device)

@@ -7,7 +7,6 @@ argument, says what was given and what was expected.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -50,41 +49,6 @@ def as_vector(name: str, value: Any, size: int | None = None) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or Inf value(s); expected finite values")
     return array
-
-
-def as_positive(name: str, value: Any) -> float:
-    """A finite number > 0 (a slope bound g, a Lipschitz constant, a step size)."""
-    number = _as_number(name, value, "a finite number > 0")
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return number
-
-
-def as_non_negative(name: str, value: Any) -> float:
-    number = _as_number(name, value, "a finite number >= 0")
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return number
-
-
-def as_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _as_number(name: str, value: Any, expected: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")  # noqa: TRY004 (a bad argument is a ValueError here)
-    if hasattr(value, "detach"):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must be {expected}, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.item()
-    if not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be {expected}, got {value!r}")  # noqa: TRY004 (a bad argument is a ValueError here)
-    return float(value)
 
 
 def check_same_shape(name_a: str, a: np.ndarray, name_b: str, b: np.ndarray) -> None:

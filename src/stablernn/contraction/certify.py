@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from stablernn.contraction._inputs import as_matrix, as_positive
+from stablernn._checks import check_positive
+from stablernn.contraction._inputs import as_matrix
 from stablernn.contraction.certificate import Certificate
 from stablernn.contraction.conditions import (
     ConditionResult,
@@ -47,7 +48,7 @@ def direct_metric_check(
     """Candidate metrics (identity; Lyapunov metrics of ``-I + (g/2) W`` and ``-I + g W``)
     checked against the whole slope box; the best verified one."""
     w = as_matrix("W", weight)
-    g = as_positive("g", slope_bound)
+    g = check_positive("g", slope_bound)
     family = rnn_family(w, g)
     n = w.shape[0]
     candidates = {"identity": np.eye(n)}
@@ -106,7 +107,7 @@ def certify_matrix(
     non-finite W or a g that is not a finite number > 0.
     """
     w = as_matrix("W", weight)
-    g = as_positive("g", slope_bound)
+    g = check_positive("g", slope_bound)
     results = [theorem3(w, g, max_vertices=max_vertices), theorem1(w, g, max_vertices=max_vertices),
                theorem2(w, g, max_vertices=max_vertices), theorem4(w, g, max_vertices=max_vertices)]
     if not any(r.contracting for r in results):

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from stablernn.contraction._inputs import as_matrix, as_positive, as_vector, rounding, sym
+from stablernn._checks import check_positive
+from stablernn.contraction._inputs import as_matrix, as_vector, rounding, sym
 from stablernn.contraction.certificate import Certificate
 from stablernn.contraction.family import JacobianFamily, rnn_family
 from stablernn.contraction.metrics import (
@@ -96,7 +97,7 @@ class ConditionResult:
 
 
 def _inputs(weight, slope_bound) -> tuple[np.ndarray, float]:
-    return as_matrix("W", weight), as_positive("g", slope_bound)
+    return as_matrix("W", weight), check_positive("g", slope_bound)
 
 
 def _with_check(

@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from stablernn.contraction._inputs import as_non_negative, as_positive, rounding, sym
+from stablernn._checks import check_non_negative, check_positive
+from stablernn.contraction._inputs import rounding, sym
 from stablernn.contraction.family import rnn_family
 from stablernn.contraction.verification import check_family_metric
 
@@ -96,8 +97,8 @@ def theorem7_counterexample(c: float = 2.0, slope_bound: float = 1.0) -> Counter
     ``D = diag(g, 0)`` and ``D = diag(0, g)``. For ``g c < 2``, ``holds`` is False and the
     identity metric's rate ``1 - g c / 2`` is reported (checked over all slope vertices).
     """
-    c = as_non_negative("c", c)
-    g = as_positive("g", slope_bound)
+    c = check_non_negative("c", c)
+    g = check_positive("g", slope_bound)
     w = np.array([[0.0, -c], [c, 0.0]])
     linear = float(np.linalg.eigvalsh(g * sym(w) - np.eye(2))[-1])
     d1, d2 = np.diag([g, 0.0]), np.diag([0.0, g])

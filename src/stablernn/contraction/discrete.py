@@ -37,7 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stablernn.contraction._inputs import as_positive, check_metric, rounding
+from stablernn._checks import check_positive
+from stablernn.contraction._inputs import check_metric, rounding
 from stablernn.contraction.family import JacobianFamily
 from stablernn.contraction.verification import (
     DEFAULT_MAX_VERTICES,
@@ -161,7 +162,7 @@ def euler_contraction_factor(
     certified rate (possibly negative), K the norm bound, c/r the slope midpoint/radius and
     P the perturbation norm.
     """
-    h = as_positive("step", step)
+    h = check_positive("step", step)
     metric = check_metric("metric", metric, family.size)
     t = _Transformed(family, metric)
     identity = np.eye(family.size)
@@ -190,7 +191,7 @@ def rk2_contraction_factor(
     ``<= sup ||I + h F|| + h^2 K^2 / 2`` (triangle inequality and submultiplicativity), with
     the Euler factor from :func:`euler_contraction_factor`. Always a bound (never exact).
     """
-    h = as_positive("step", step)
+    h = check_positive("step", step)
     euler = euler_contraction_factor(family, metric, h, max_vertices=max_vertices)
     norm, _ = family_norm_bound(family, metric, max_vertices=max_vertices)
     factor = euler.factor + 0.5 * h * h * norm * norm

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from stablernn.contraction._inputs import as_positive, as_positive_int, check_metric
+from stablernn._checks import check_positive, check_positive_int
+from stablernn.contraction._inputs import check_metric
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,8 @@ def empirical_rate(
         scale: initial states are ``scale * N(0, I)``.
         seed: seed of the initial states (a local generator; global RNG untouched).
     """
-    n_pairs = as_positive_int("n_pairs", n_pairs)
-    scale = as_positive("scale", scale)
+    n_pairs = check_positive_int("n_pairs", n_pairs)
+    scale = check_positive("scale", scale)
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 3:
         shape = tuple(inputs.shape) if hasattr(inputs, "shape") else type(inputs).__name__
         raise ValueError(f"inputs must be a tensor of shape (T, B, F), got {shape}")
@@ -91,12 +92,12 @@ def empirical_rate(
         raise ValueError(f"inputs must have T >= 1 and B >= 1, got shape {tuple(inputs.shape)}")
     if time_step is None:
         time_step = getattr(model, "step_size", 1.0)
-    time_step = as_positive("time_step", time_step)
+    time_step = check_positive("time_step", time_step)
     if hidden_size is None:
         hidden_size = getattr(model, "hidden_size", None)
         if hidden_size is None:
             raise ValueError("hidden_size must be given: the model has no attribute hidden_size")
-    n = as_positive_int("hidden_size", int(hidden_size))
+    n = check_positive_int("hidden_size", int(hidden_size))
     metric = np.eye(n) if metric is None else check_metric("metric", metric, n)
 
     copies = 2 * n_pairs

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stablernn.contraction._inputs import as_matrix, as_non_negative, as_positive
+from stablernn._checks import check_non_negative, check_positive
+from stablernn.contraction._inputs import as_matrix
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class JacobianFamily:
 def rnn_family(weight, slope_bound: float = 1.0) -> JacobianFamily:
     """Paper 000, eq. 1 with tau = 1: ``J = -I + W D``, ``D = diag(phi')``, ``phi' in [0, g]``."""
     w = as_matrix("W", weight)
-    g = as_positive("g", slope_bound)
+    g = check_positive("g", slope_bound)
     n = w.shape[0]
     return JacobianFamily(
         base=-np.eye(n), left=w, right=np.eye(n), low=0.0, high=g,
@@ -103,8 +104,8 @@ def lipschitz_family(
     w = as_matrix("W", weight)
     if a.shape != w.shape:
         raise ValueError(f"W must have the shape of A {a.shape}, got {w.shape}")
-    lip = as_positive("lipschitz", lipschitz)
-    alpha = as_non_negative("alpha", alpha)
+    lip = check_positive("lipschitz", lipschitz)
+    alpha = check_non_negative("alpha", alpha)
     n = a.shape[0]
     return JacobianFamily(
         base=alpha * a, left=np.eye(n), right=w, low=0.0 if monotone else -lip, high=lip,
@@ -118,7 +119,7 @@ def lipschitz_family(
 def discrete_rnn_family(weight, slope_bound: float = 1.0) -> JacobianFamily:
     """Discrete-time RNN ``x_{t+1} = W phi(x_t) + u``: ``J = W D``, ``phi' in [0, g]``."""
     w = as_matrix("W", weight)
-    g = as_positive("g", slope_bound)
+    g = check_positive("g", slope_bound)
     n = w.shape[0]
     return JacobianFamily(
         base=np.zeros((n, n)), left=w, right=np.eye(n), low=0.0, high=g,

@@ -45,14 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from stablernn.contraction._inputs import (
-    as_matrix,
-    as_non_negative,
-    as_positive,
-    rounding,
-    sym,
-    to_numpy,
-)
+from stablernn._checks import check_non_negative, check_positive
+from stablernn.contraction._inputs import as_matrix, rounding, sym, to_numpy
 from stablernn.contraction.certificate import Certificate
 from stablernn.contraction.certify import non_hurwitz_member
 from stablernn.contraction.conditions import ConditionResult, _with_check
@@ -104,8 +98,8 @@ def lipschitz_system(model_or_a, weight=None, *, alpha: float | None = None) -> 
         step, method = None, None
     if a.shape != w.shape:
         raise ValueError(f"W must have the shape of A {a.shape}, got {w.shape}")
-    alpha = 1.0 if alpha is None else as_non_negative("alpha", alpha)
-    step = None if step is None else as_positive("step_size", step)
+    alpha = 1.0 if alpha is None else check_non_negative("alpha", alpha)
+    step = None if step is None else check_positive("step_size", step)
     return LipschitzSystem(a, w, alpha, step, method)
 
 
@@ -120,7 +114,7 @@ def theorem1a(
     midpoint/vertex bound when larger.
     """
     system = lipschitz_system(model_or_a, weight, alpha=alpha)
-    lip = as_positive("lipschitz", lipschitz)
+    lip = check_positive("lipschitz", lipschitz)
     name = "paper 002, Theorem 1 (a)"
     a = system.alpha * system.A
     family = lipschitz_family(system.A, system.W, lip, system.alpha, monotone)
@@ -162,7 +156,7 @@ def theorem1b(
     against which the metric is double-checked.
     """
     system = lipschitz_system(model_or_a, weight, alpha=alpha)
-    lip = as_positive("lipschitz", lipschitz)
+    lip = check_positive("lipschitz", lipschitz)
     name = "paper 002, Theorem 1 (b)"
     a, w = system.alpha * system.A, system.W
     family = lipschitz_family(system.A, w, lip, system.alpha, True)
@@ -203,7 +197,7 @@ def _parametrization(param_or_free, beta, gamma):
                 float(param_or_free.gamma))
     if beta is None or gamma is None:
         raise ValueError("pass a SymmetricSkew module, or the free matrix with beta and gamma")
-    return as_matrix("free", param_or_free), as_non_negative("beta", beta), as_non_negative("gamma", gamma)
+    return as_matrix("free", param_or_free), check_non_negative("beta", beta), check_non_negative("gamma", gamma)
 
 
 def proposition1_interval(param_or_free, beta: float | None = None, gamma: float | None = None) -> tuple[float, float]:
@@ -257,7 +251,7 @@ def certify_lipschitz(
     (``rk2`` uses the bound of :func:`stablernn.contraction.discrete.rk2_contraction_factor`).
     """
     system = lipschitz_system(model_or_a, weight, alpha=alpha)
-    lip = as_positive("lipschitz", lipschitz)
+    lip = check_positive("lipschitz", lipschitz)
     family = lipschitz_family(system.A, system.W, lip, system.alpha, monotone)
     results: list[ConditionResult] = [
         theorem1a(system.A, system.W, lipschitz=lip, alpha=system.alpha, monotone=monotone,

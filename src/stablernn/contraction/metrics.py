@@ -19,7 +19,8 @@ import numpy as np
 import scipy.linalg
 import scipy.optimize
 
-from stablernn.contraction._inputs import as_matrix, as_positive, rounding, sym
+from stablernn._checks import check_positive
+from stablernn.contraction._inputs import as_matrix, rounding, sym
 
 
 class MetricError(ValueError):
@@ -192,7 +193,7 @@ def diagonal_norm_metric(
     Whatever the method, the returned P is checked: ``scaled_norm`` is recomputed from P.
     """
     w = as_matrix("W", weight)
-    g = as_positive("g", slope_bound)
+    g = check_positive("g", slope_bound)
     if method not in ("auto", "descent", "lmi"):
         raise ValueError(f"method must be one of 'auto', 'descent', 'lmi', got {method!r}")
     n = w.shape[0]

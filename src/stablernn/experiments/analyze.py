@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stablernn._checks import check_number, check_positive_int
 from stablernn.analysis import (
     hessian_spectrum,
     loss_closure,
@@ -58,13 +59,9 @@ class AnalysisSettings:
 
     def validate(self) -> AnalysisSettings:
         for name in ("samples", "hessian_samples", "hessian_top_k", "trace_samples", "attack_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"analysis setting {name} must be an integer >= 1, got {value!r}")
+            check_positive_int(f"analysis setting {name}", getattr(self, name))
         for name in ("pgd_epsilon", "pgd_step_size", "hessian_tol"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise ValueError(f"analysis setting {name} must be in (0, 1], got {value!r}")
+            check_number(f"analysis setting {name}", getattr(self, name), 0, 1, open_low=True)
         for name, upper in (("white_noise_levels", math.inf), ("salt_and_pepper_levels", 1.0)):
             levels = list(getattr(self, name))
             if not levels or any(not 0 <= level <= upper for level in levels):

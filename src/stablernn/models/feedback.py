@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from stablernn._checks import check_choice
+from stablernn._checks import check_choice, check_number
 
 MASKS = ("lower", "off-diagonal", "full")
 
@@ -28,8 +28,7 @@ def sparse_pattern(size: int, density: float, seed: int | None) -> torch.Tensor:
     """A fixed 0/1 pattern keeping each entry of B with probability ``density`` (paper 000
     section 4.2.2's pilot of sparse feedback, D.2.4), drawn from ``seed`` (torch's generator
     when ``None``)."""
-    if isinstance(density, bool) or not isinstance(density, (int, float)) or not 0 < density <= 1:
-        raise ValueError(f"feedback_density must be a number in (0, 1], got {density!r}")
+    density = check_number("feedback_density", density, 0, 1, open_low=True)
     if density == 1.0:
         return torch.ones(size, size)
     generator = None if seed is None else torch.Generator().manual_seed(seed)

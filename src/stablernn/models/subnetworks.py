@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrizations
 
-from stablernn._checks import check_in_range, check_positive, check_positive_int
+from stablernn._checks import check_in_range, check_number, check_positive, check_positive_int
 from stablernn.contraction import (
     Certificate,
     JacobianFamily,
@@ -33,12 +33,6 @@ from stablernn.contraction.metrics import normalized_lyapunov_value
 from stablernn.models.activations import activation
 from stablernn.models.lipschitz import LipschitzDynamics
 from stablernn.parametrizations import SymmetricSkew
-
-
-def _check_margin(margin: float) -> float:
-    if not isinstance(margin, (int, float)) or not 0.0 < margin < 1.0:
-        raise ValueError(f"margin must be a number in (0, 1), got {margin!r}")
-    return float(margin)
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -214,7 +208,7 @@ class SVDSubnetwork(RateSubnetwork):
     def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
                  max_log_scale: float | None = None) -> None:
         super().__init__(size, activation_name)
-        self.margin = _check_margin(margin)
+        self.margin = check_number("margin", margin, 0, 1, open_low=True, open_high=True)
         self.max_log_scale = None if max_log_scale is None else check_positive(
             "max_log_scale", max_log_scale)
         self.left = parametrizations.orthogonal(nn.Linear(size, size, bias=False))
@@ -315,7 +309,7 @@ class SymmetricSubnetwork(RateSubnetwork):
     def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
                  init_std: float = 0.1) -> None:
         super().__init__(size, activation_name)
-        self.margin = _check_margin(margin)
+        self.margin = check_number("margin", margin, 0, 1, open_low=True, open_high=True)
         self.factor = nn.Parameter(torch.randn(size, size) * init_std / size**0.5)
         self.register_buffer("identity", torch.eye(size), persistent=False)
 
@@ -359,7 +353,7 @@ class TriangularSubnetwork(RateSubnetwork):
     def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
                  init_std: float = 0.1) -> None:
         super().__init__(size, activation_name)
-        self.margin = _check_margin(margin)
+        self.margin = check_number("margin", margin, 0, 1, open_low=True, open_high=True)
         self.lower = nn.Parameter(torch.randn(size, size) * init_std / size**0.5)
         self.diagonal_free = nn.Parameter(torch.zeros(size))
         self.register_buffer("strict_lower", torch.tril(torch.ones(size, size), -1),

@@ -47,7 +47,8 @@ import scipy.io.wavfile
 import scipy.signal
 import torch
 
-from stablernn.tasks.base import SequenceTask, check_int
+from stablernn._checks import check_int
+from stablernn.tasks.base import SequenceTask
 from stablernn.tasks.datasets import NextFrameDataset
 from stablernn.tasks.files import DataFormatError, MissingDataError, resolve_data_dir
 
@@ -144,9 +145,9 @@ def timit_task(data_dir: str | os.PathLike | None = None, exclude_sa: bool = Tru
                sample_rate: int = SAMPLE_RATE, window: int = WINDOW, hop: int = HOP,
                log_floor: float = LOG_FLOOR) -> SequenceTask:
     """TIMIT next-frame log-magnitude prediction (see the module docstring)."""
-    sample_rate = check_int("sample_rate", sample_rate)
-    window = check_int("window", window, 2)
-    hop = check_int("hop", hop)
+    sample_rate = check_int("task option sample_rate", sample_rate)
+    window = check_int("task option window", window, 2)
+    hop = check_int("task option hop", hop)
     files = find_split_files(resolve_data_dir(data_dir, "timit", HELP), exclude_sa)
     features = {split: [utterance_features(p, sample_rate, window, hop, log_floor) for p in paths]
                 for split, paths in files.items()}

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from stablernn._checks import check_choice
+
 # kind -> (what the model outputs, the targets, the loss, the metrics reported)
 KINDS: dict[str, str] = {
     "classification": (
@@ -202,7 +204,7 @@ def split_indices(
       ``validation`` of the shuffle, ``order[count - validation:]``, test the ``test`` before
       it, training the first ``count - validation - test``.
     """
-    check_choice("validation_from", validation_from, VALIDATION_FROM)
+    check_choice("task option validation_from", validation_from, VALIDATION_FROM)
     if validation + test >= count:
         raise ValueError(f"validation + test ({validation + test}) must be < samples ({count})")
     order = np.random.RandomState(seed).permutation(count)
@@ -232,24 +234,3 @@ def pixel_sequences(
             torch.as_tensor(labels, dtype=torch.long))
 
 
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, or a ValueError naming the option."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"task option {name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def check_choice(name: str, value: Any, choices: tuple) -> Any:
-    """``value`` if it is one of ``choices``, or a ValueError naming the option."""
-    if isinstance(value, bool) or value not in choices:
-        raise ValueError(f"task option {name} must be one of "
-                         f"{', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """``value`` if it is True or False, or a ValueError naming the option."""
-    if not isinstance(value, bool):
-        raise ValueError(  # noqa: TRY004 - a bad task option is a ValueError, as everywhere here
-            f"task option {name} must be true or false, got {value!r}")
-    return value

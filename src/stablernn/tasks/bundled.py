@@ -20,14 +20,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
-from stablernn.tasks.base import (
-    VALIDATION_FROM,
-    SequenceTask,
-    check_choice,
-    check_int,
-    pixel_sequences,
-    split_indices,
-)
+from stablernn._checks import check_choice, check_int
+from stablernn.tasks.base import VALIDATION_FROM, SequenceTask, pixel_sequences, split_indices
 
 PERMUTATION_SEED = 12008
 SPLIT_SEED = 1234
@@ -41,8 +35,8 @@ def _pixel_task(name, images, labels, max_value, side, permuted, validation, tes
                 permutation_seed, source, pixels_per_step,
                 validation_from="start") -> SequenceTask:
     length = side * side
-    pixels_per_step = check_int("pixels_per_step", pixels_per_step)
-    check_choice("validation_from", validation_from, VALIDATION_FROM)
+    pixels_per_step = check_int("task option pixels_per_step", pixels_per_step)
+    check_choice("task option validation_from", validation_from, VALIDATION_FROM)
     permutation = fixed_permutation(length, permutation_seed) if permuted else None
     inputs, targets = pixel_sequences(images, labels, max_value, permutation, pixels_per_step)
     train_idx, val_idx, test_idx = split_indices(len(inputs), validation, test, split_seed,

@@ -58,14 +58,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from stablernn.tasks.base import (
-    VALIDATION_FROM,
-    SequenceTask,
-    check_bool,
-    check_choice,
-    check_int,
-    split_indices,
-)
+from stablernn._checks import check_bool, check_choice, check_int
+from stablernn.tasks.base import VALIDATION_FROM, SequenceTask, split_indices
 from stablernn.tasks.bundled import SPLIT_SEED
 from stablernn.tasks.datasets import AugmentedImageDataset, NoisePaddedDataset
 from stablernn.tasks.files import DataFormatError, MissingDataError, find_file, resolve_data_dir
@@ -221,8 +215,8 @@ def normalized_images(data: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -
 
 
 def _splits(data_dir, task, validation, split_seed, validation_from="start"):
-    validation = check_int("validation", validation)
-    check_choice("validation_from", validation_from, VALIDATION_FROM)
+    validation = check_int("task option validation", validation)
+    check_choice("task option validation_from", validation_from, VALIDATION_FROM)
     train_data, train_labels, test_data, test_labels = load_cifar10_arrays(data_dir, task)
     train_idx, val_idx, _ = split_indices(len(train_data), validation, 0, split_seed,
                                           validation_from)
@@ -241,7 +235,7 @@ def scifar10_task(data_dir: str | os.PathLike | None = None, validation: int = V
                   split_seed: int = SPLIT_SEED, validation_from: str = "start",
                   augment: bool = False) -> SequenceTask:
     """Sequential CIFAR-10: 1024 steps of one RGB triple each (see the module docstring)."""
-    check_bool("augment", augment)
+    check_bool("task option augment", augment)
     splits, info = _splits(data_dir, "scifar10", validation, split_seed, validation_from)
 
     def sequences(images, labels):  # (n, 3, 32, 32) -> (n, 1024, 3): step t = pixel t
@@ -273,8 +267,8 @@ def noise_cifar10_task(data_dir: str | os.PathLike | None = None, length: int = 
                        split_seed: int = SPLIT_SEED,
                        validation_from: str = "start") -> SequenceTask:
     """Noise-padded CIFAR-10: 32 row steps of 96 values, then Gaussian noise up to ``length``."""
-    length = check_int("length", length, SIDE)
-    noise_seed = check_int("noise_seed", noise_seed, 0)
+    length = check_int("task option length", length, SIDE)
+    noise_seed = check_int("task option noise_seed", noise_seed, 0)
     if noise_seed >= 2**31:
         raise ValueError(f"task option noise_seed must be < 2**31, got {noise_seed}")
     if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) or noise_std < 0:

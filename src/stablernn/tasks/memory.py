@@ -30,13 +30,14 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from stablernn.tasks.base import SequenceTask, check_int
+from stablernn._checks import check_int
+from stablernn.tasks.base import SequenceTask
 
 SPLITS = ("train", "validation", "test")
 
 
 def _generators(seed: int) -> dict[str, np.random.Generator]:
-    seed = check_int("seed", seed, 0)
+    seed = check_int("task option seed", seed, 0)
     return {split: np.random.default_rng([seed, k]) for k, split in enumerate(SPLITS)}
 
 
@@ -72,8 +73,8 @@ def copy_samples(count: int, delay: int, symbols: int, copy_length: int,
 def adding_task(length: int = 100, train_samples: int = 10000, validation_samples: int = 1000,
                 test_samples: int = 1000, seed: int = 0) -> SequenceTask:
     """The adding problem of length ``length`` (see the module docstring)."""
-    length = check_int("length", length, 2)
-    sizes = [check_int(f"{split}_samples", n) for split, n in
+    length = check_int("task option length", length, 2)
+    sizes = [check_int(f"task option {split}_samples", n) for split, n in
              zip(SPLITS, (train_samples, validation_samples, test_samples))]
     generators = _generators(seed)
     splits = {split: TensorDataset(*adding_samples(n, length, generators[split]))
@@ -91,10 +92,10 @@ def copy_task(delay: int = 100, symbols: int = 8, copy_length: int = 10,
               train_samples: int = 10000, validation_samples: int = 1000,
               test_samples: int = 1000, seed: int = 0) -> SequenceTask:
     """The copy task with ``delay`` steps between the data and its recall (module docstring)."""
-    delay = check_int("delay", delay, 1)
-    symbols = check_int("symbols", symbols, 1)
-    copy_length = check_int("copy_length", copy_length, 1)
-    sizes = [check_int(f"{split}_samples", n) for split, n in
+    delay = check_int("task option delay", delay, 1)
+    symbols = check_int("task option symbols", symbols, 1)
+    copy_length = check_int("task option copy_length", copy_length, 1)
+    sizes = [check_int(f"task option {split}_samples", n) for split, n in
              zip(SPLITS, (train_samples, validation_samples, test_samples))]
     generators = _generators(seed)
     splits = {split: TensorDataset(*copy_samples(n, delay, symbols, copy_length,

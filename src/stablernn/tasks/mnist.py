@@ -36,14 +36,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from stablernn.tasks.base import (
-    VALIDATION_FROM,
-    SequenceTask,
-    check_choice,
-    check_int,
-    pixel_sequences,
-    split_indices,
-)
+from stablernn._checks import check_choice, check_int
+from stablernn.tasks.base import VALIDATION_FROM, SequenceTask, pixel_sequences, split_indices
 from stablernn.tasks.bundled import PERMUTATION_SEED, SPLIT_SEED, fixed_permutation
 from stablernn.tasks.files import (
     DataFormatError,
@@ -152,9 +146,9 @@ def mnist_task(data_dir: str | os.PathLike | None = None, permuted: bool = False
     """sMNIST (``permuted=False``) or psMNIST: see the module docstring. ``pixels_per_step``
     consecutive pixels form one step (8: the 98-step sequences of paper 002 section 7)."""
     name = "psmnist" if permuted else "smnist"
-    validation = check_int("validation", validation)
-    pixels_per_step = check_int("pixels_per_step", pixels_per_step)
-    check_choice("validation_from", validation_from, VALIDATION_FROM)
+    validation = check_int("task option validation", validation)
+    pixels_per_step = check_int("task option pixels_per_step", pixels_per_step)
+    check_choice("task option validation_from", validation_from, VALIDATION_FROM)
     train_images, train_labels, test_images, test_labels = load_mnist_arrays(data_dir, name)
     rows, cols = train_images.shape[1:]
     length = rows * cols

@@ -59,7 +59,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from stablernn.tasks.base import Batch, BatchDataset, SequenceTask, check_bool, check_int
+from stablernn._checks import check_bool, check_int
+from stablernn.tasks.base import Batch, BatchDataset, SequenceTask
 from stablernn.tasks.files import DataFormatError, MissingDataError, resolve_data_dir
 
 EOS, UNK = "<eos>", "<unk>"
@@ -186,7 +187,7 @@ class TokenStream(BatchDataset):
 
     def stream_matrix(self, streams: int) -> torch.Tensor:
         """``(streams, len // streams)``: row ``b`` is tokens ``b L .. (b + 1) L - 1``."""
-        streams = check_int("streams", streams)
+        streams = check_int("task option streams", streams)
         columns = len(self.ids) // streams
         if columns < 2:
             raise ValueError(f"{len(self.ids)} tokens cannot make {streams} parallel streams of "
@@ -215,17 +216,17 @@ def language_model_task(data_dir: str | os.PathLike | None = None, level: str = 
     """Next-token prediction at character (``level="char"``) or word level (module docstring)."""
     if level not in ("char", "word"):
         raise ValueError(f"level must be 'char' or 'word', got {level!r}")
-    check_bool("carry_state", carry_state)
-    eval_streams = check_int("eval_streams", eval_streams)
+    check_bool("task option carry_state", carry_state)
+    eval_streams = check_int("task option eval_streams", eval_streams)
     name = f"ptb-{level}"
     if sequence_length is None:
         sequence_length = 150 if level == "char" else 300
-    sequence_length = check_int("sequence_length", sequence_length)
+    sequence_length = check_int("task option sequence_length", sequence_length)
     if char_tokens not in CHAR_TOKENS:
         raise ValueError(f"task option char_tokens must be one of {', '.join(CHAR_TOKENS)}, "
                          f"got {char_tokens!r}")
     if max_vocabulary is not None:
-        max_vocabulary = check_int("max_vocabulary", max_vocabulary, 2)
+        max_vocabulary = check_int("task option max_vocabulary", max_vocabulary, 2)
     paths = find_corpus(data_dir, name, CHAR_FILES if level == "char" else WORD_FILES)
     texts = {split: read_text(path) for split, path in paths.items()}
     if level == "word":
