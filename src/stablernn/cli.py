@@ -264,7 +264,8 @@ def _add_reproduce_parser(subparsers) -> None:
                         help="directory for the runs and the report (default ./reproduction); "
                              "checked for writing before any training")
     parser.add_argument("--scale", choices=list(SCALES), default="reduced",
-                        help="quick (tests), reduced (default, about 45 min on 2 CPUs), full (GPU)")
+                        help="quick (tests, under a minute), reduced (default, a few CPU hours; the "
+                             "report says how long it took), full (the papers' setups, GPU)")
     parser.add_argument("--quick", action="store_const", const="quick", dest="scale",
                         help="same as --scale quick")
     parser.add_argument("--claims", help=f"comma-separated subset of: {', '.join(CLAIMS)}")

@@ -213,7 +213,8 @@ def test_gradients_reach_feedback_and_trained_parts_never_fixed_weights():
 def test_assembly_bad_input():
     with pytest.raises(ValueError, match="parts must hold at least one part"):
         Assembly([])
-    with pytest.raises(ValueError, match=r"part 1 \(Linear\) has no 'size'"):
+    with pytest.raises(ValueError, match=r"part 1 \(Linear\) has no size, slope_bound, condition, metric, "
+                       "jacobian_family, prepare, vector_field"):
         Assembly([SVDSubnetwork(3), torch.nn.Linear(2, 2)])
     with pytest.raises(ValueError, match="weights must have one entry per part"):
         Assembly([SVDSubnetwork(3)], weights=[1.0, 2.0])

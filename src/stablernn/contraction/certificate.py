@@ -68,7 +68,7 @@ class Certificate:
     contracting_as_run: bool = False
 
     @classmethod
-    def failed(cls, condition: str, reason: str, details: Mapping[str, Any] | None = None,
+    def refuse(cls, condition: str, reason: str, details: Mapping[str, Any] | None = None,
                **as_run: Any) -> Certificate:
         """A certificate that proves nothing, with the reason."""
         return cls(False, condition, None, None, None, reason, dict(details or {}), **as_run)

@@ -135,5 +135,5 @@ def certify_matrix(
         reasons = ("no constant metric exists: J = -I + W D is not Hurwitz at D = diag("
                    + ", ".join(f"{x:g}" for x in bad[:8]) + (", ..." if len(bad) > 8 else "")
                    + f"). {reasons}")
-    return Certificate.failed("none of paper 000, Theorems 1-5 or a checked metric", reasons,
+    return Certificate.refuse("none of paper 000, Theorems 1-5 or a checked metric", reasons,
                               details)

@@ -290,7 +290,7 @@ def certify_lipschitz(
             reasons = ("no constant metric exists: J = alpha A + D W is not Hurwitz at D = diag("
                        + ", ".join(f"{x:g}" for x in bad[:8]) + (", ..." if len(bad) > 8 else "")
                        + f"). {reasons}")
-        return Certificate.failed("none of paper 002, Theorem 1 (a), (b) or a checked metric",
+        return Certificate.refuse("none of paper 002, Theorem 1 (a), (b) or a checked metric",
                                   f"no metric verified. {reasons}", details)
     best = max(contracting, key=lambda r: r.rate)
     certificate = best.to_certificate(max_vertices=max_vertices)

@@ -21,15 +21,15 @@ from torch import nn
 from stablernn._checks import check_non_negative, check_positive
 from stablernn.contraction.combination import hierarchy_weights
 from stablernn.models.feedback import NegativeFeedback
-from stablernn.models.subnetworks import certify_part
+from stablernn.models.part import PART_MEMBERS, Part, check_part
 
 
 def part_rate(part: nn.Module) -> float:
     """A part's certified rate in its own metric (0 when it has none)."""
     if isinstance(part, Assembly):
         return min(part_rate(inner) for inner in part.parts)
-    certificate = certify_part(part)
-    return certificate.rate if certificate.contracting else 0.0
+    check = check_part(part)
+    return check.rate if check.contracting else 0.0
 
 
 def coupling_gain(connection: HierarchicalConnection, target: nn.Module, source: nn.Module) -> float:
@@ -135,19 +135,20 @@ class Assembly(nn.Module):
         if len(parts) < 1:
             raise ValueError("parts must hold at least one part, got none")
         for index, part in enumerate(parts):
-            for attribute in ("size", "metric", "slope_bound"):
-                if not hasattr(part, attribute):
-                    raise ValueError(
-                        f"part {index} ({type(part).__name__}) has no '{attribute}': expected a "
-                        "contracting part (a subnetwork, an Assembly, or a module with the part "
-                        "interface)")
+            if not isinstance(part, (Assembly, Part)):
+                missing = [name for name in PART_MEMBERS if not hasattr(part, name)]
+                raise ValueError(
+                    f"part {index} ({type(part).__name__}) has no {', '.join(missing)}: expected "
+                    "a subnetwork, an Assembly, or a module with the interface of "
+                    "stablernn.models.part.Part")
             if require_contracting and not isinstance(part, Assembly):
-                certificate = certify_part(part)
-                if not certificate.contracting:
+                check = check_part(part)
+                if not check.contracting:
                     raise ValueError(
-                        f"part {index} ({type(part).__name__}) is not contracting: "
-                        f"{certificate.reason}; pass require_contracting=False to build the "
-                        "assembly anyway (its certificate will then say not contracting)")
+                        f"part {index} ({type(part).__name__}) is not contracting: its metric "
+                        f"does not verify (rate bound {check.rate:.4g}, {check.method}); pass "
+                        "require_contracting=False to build the assembly anyway (its "
+                        "certificate will then say not contracting)")
         self.parts = nn.ModuleList(parts)
         self.sizes = [int(part.size) for part in parts]
         self.size = sum(self.sizes)

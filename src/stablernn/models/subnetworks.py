@@ -20,9 +20,7 @@ from torch.nn.utils import parametrizations
 
 from stablernn._checks import check_in_range, check_number, check_positive, check_positive_int
 from stablernn.contraction import (
-    Certificate,
     JacobianFamily,
-    check_family_metric,
     lipschitz_family,
     relaxed_absolute,
     rnn_family,
@@ -49,24 +47,6 @@ def theorem1_metric(weight: np.ndarray, slope_bound: float) -> tuple[np.ndarray,
     comparison = slope_bound * relaxed_absolute(weight) - np.eye(len(weight))
     metric = well_conditioned_diagonal_metric(comparison)
     return metric, -normalized_lyapunov_value(metric, comparison)
-
-
-def certify_part(part: nn.Module) -> Certificate:
-    """A part checked in its own metric (the one the assembly's feedback is built with),
-    against every Jacobian its activation allows."""
-    with torch.no_grad():
-        family = part.jacobian_family()
-        metric = _numpy(part.metric())
-    check = check_family_metric(family, metric)
-    condition = getattr(part, "condition", type(part).__name__)
-    name = type(part).__name__
-    if not check.contracting:
-        return Certificate.failed(condition, f"{name}: its metric does not verify (rate bound "
-                                  f"{check.rate:.4g}, {check.method})",
-                                  {"check_method": check.method})
-    return Certificate(True, condition, metric, check.rate, None,
-                       f"{name}: M J + J^T M <= -2 ({check.rate:.4g}) M for every slope "
-                       f"({check.method})", {"rate_exact": check.exact})
 
 
 class RateSubnetwork(nn.Module):

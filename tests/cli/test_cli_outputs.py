@@ -228,7 +228,7 @@ def test_a_full_metric_goes_to_a_sidecar_npy_and_round_trips(tmp_path):
     write_certificate(Certificate(True, "test", np.diag([1.0, 2.0]), 0.5, 0.1, "diag"), tmp_path)
     assert not (tmp_path / METRIC_FILE).exists()
     np.testing.assert_array_equal(read_certificate_metric(tmp_path), np.diag([1.0, 2.0]))
-    write_certificate(Certificate.failed("test", "nothing proven"), tmp_path)
+    write_certificate(Certificate.refuse("test", "nothing proven"), tmp_path)
     assert read_certificate_metric(tmp_path) is None
 
 
