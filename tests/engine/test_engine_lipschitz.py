@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stablernn.engine import lipschitz_euler, native, run_lipschitz, use_backend
+from stablernn.engine import lipschitz_euler, native, run_cell, use_backend
 from stablernn.models.lipschitz import LipschitzRNN
 
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
@@ -194,7 +194,9 @@ def test_layouts_batch_first_and_unbatched(batch_first):
 
 def test_rk2_runs_the_loop():
     layer = LipschitzRNN(2, 5, method="rk2")
-    assert run_lipschitz(layer.cell, torch.randn(3, 2, 2), torch.zeros(2, 5)) is None
+    assert layer.cell.engine_plan() == ("method='rk2' (the engine runs the Euler and "
+                                        "exponential steps)")
+    assert run_cell(layer.cell, torch.randn(3, 2, 2), torch.zeros(2, 5)) is None
     loop = copy.deepcopy(layer)
     loop.engine = "loop"
     inputs = torch.randn(4, 3, 2)

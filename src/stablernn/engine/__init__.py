@@ -1,7 +1,8 @@
 """A fast recurrence engine: whole sequences as one autograd Function with hand-written BPTT.
 
 The layers use it by default (``engine="auto"``) where it supports the configuration and run
-their plain loop otherwise (``engine="loop"`` forces the loop). Two paths compute the same maths:
+their plain loop otherwise (``engine="loop"`` forces the loop). A cell hands the engine a typed
+plan (:mod:`stablernn.engine.plans`): the engine never looks inside a model. Two paths compute the same maths:
 
 - ``native``: C++ kernels, JIT-compiled on first use and cached (:mod:`stablernn.engine.native`),
   for float32 / float64 on the CPU;
@@ -11,13 +12,7 @@ their plain loop otherwise (``engine="loop"`` forces the loop). Two paths comput
 See ``docs/performance.md`` for what is supported, what falls back, memory, and measurements.
 """
 
-from stablernn.engine.dispatch import (
-    ENGINES,
-    lipschitz_unsupported,
-    network_unsupported,
-    run_lipschitz,
-    run_network,
-)
+from stablernn.engine.dispatch import ENGINES, run_cell, run_plan
 from stablernn.engine.lipschitz import lipschitz_euler
 from stablernn.engine.native import (
     BACKENDS,
@@ -29,9 +24,10 @@ from stablernn.engine.native import (
     use_backend,
 )
 from stablernn.engine.network import network_euler
+from stablernn.engine.plans import ACTIVATIONS, Activation, LipschitzPlan, NetworkPlan, Plan
 
 __all__ = [
-    "BACKENDS", "ENGINES", "backend_for", "cache_info", "empty_cache", "fallback_reason",
-    "lipschitz_euler", "lipschitz_unsupported", "network_euler", "network_unsupported",
-    "run_lipschitz", "run_network", "set_backend", "use_backend",
+    "ACTIVATIONS", "Activation", "BACKENDS", "ENGINES", "LipschitzPlan", "NetworkPlan", "Plan",
+    "backend_for", "cache_info", "empty_cache", "fallback_reason", "lipschitz_euler",
+    "network_euler", "run_cell", "run_plan", "set_backend", "use_backend",
 ]

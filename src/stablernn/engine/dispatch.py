@@ -1,10 +1,8 @@
-"""Which layer configurations the engine runs, and running them from a layer's cell.
+"""Running a cell's plan (:mod:`stablernn.engine.plans`) over a whole sequence.
 
-The layers (:class:`~stablernn.models.lipschitz.LipschitzRNN`,
-:class:`~stablernn.models.network.NetworkOfNetworks` and its Sparse / SVD Combo Nets) call
-:func:`run_lipschitz` / :func:`run_network` from ``run`` when their ``engine`` is ``"auto"``;
-``None`` back means "not supported here: use the plain loop". Which path ran is logged once per
-process and path (``stablernn.engine`` logger, INFO).
+A layer with ``engine="auto"`` calls :func:`run_cell` from ``run``: the cell's ``engine_plan()``
+says what to run (or why the engine does not run it), and ``None`` back means "use the plain
+loop". Which path ran is logged once per process and path (``stablernn.engine`` logger, INFO).
 
 Supported (everything else runs the plain loop of ``RecurrentLayer.run``):
 
@@ -23,14 +21,15 @@ Supported (everything else runs the plain loop of ``RecurrentLayer.run``):
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from stablernn.engine import native
 from stablernn.engine.lipschitz import lipschitz_euler
-from stablernn.engine.network import ACTIVATIONS, network_euler
+from stablernn.engine.network import network_euler
+from stablernn.engine.plans import LipschitzPlan, NetworkPlan, Plan
 from stablernn.engine.splitting import network_splitting
 
 log = logging.getLogger("stablernn.engine")
@@ -41,11 +40,11 @@ MAX_FUSED_INPUT = 32
 _logged: set[tuple[str, str]] = set()
 
 
-def _log_path(model: str, path: str) -> None:
+def _log_path(model: str, path: str, why: str | None = None) -> None:
     if (model, path) not in _logged:
         _logged.add((model, path))
-        reason = native.fallback_reason()
-        suffix = f" ({reason})" if path == "python" and reason else ""
+        reason = why or (native.fallback_reason() if path == "python" else None)
+        suffix = f" ({reason})" if reason else ""
         log.info("stablernn engine: %s runs on the %s engine path%s", model, path, suffix)
 
 
@@ -55,93 +54,54 @@ def _uniform(tensors: list[torch.Tensor]) -> bool:
         t.dtype == first.dtype and t.device == first.device for t in tensors)
 
 
-def _fusable_input_layer(cell: Any, inputs: torch.Tensor) -> bool:
-    """The cell's input layer is a plain ``nn.Linear`` used by the base ``project_input``, and
-    the input is small: the native loop can apply it itself."""
-    if inputs.shape[-1] > MAX_FUSED_INPUT or type(cell.input_projection) is not nn.Linear:
-        return False
-    owner = next(k for k in type(cell).__mro__ if "project_input" in vars(k))
-    return owner.__name__ == "RecurrentCell"
-
-
-def _input_layer(cell: Any, inputs: torch.Tensor, backend: str):
-    """(inputs for the engine, input weight or None, input bias or None)."""
-    if backend == "native" and _fusable_input_layer(cell, inputs):
-        layer = cell.input_projection
-        return inputs, layer.weight, layer.bias
-    return cell.project_input(inputs), None, None
-
-
-def lipschitz_unsupported(cell: Any) -> str | None:
-    """Why the engine does not run this Lipschitz cell (``None``: it does)."""
-    if getattr(cell, "method", None) not in ("euler", "exponential"):
-        return (f"method={getattr(cell, 'method', None)!r} (the engine runs the Euler and "
-                "exponential steps)")
-    return None
-
-
-def run_lipschitz(cell: Any, inputs: torch.Tensor,
-                  hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(states, last)`` of a ``LipschitzCell`` over time-major ``inputs`` (states
-    ``(T, B, N)``, last state ``(B, N)``), or ``None`` when the engine does not support the
-    configuration."""
-    if lipschitz_unsupported(cell) is not None:
-        _log_path("LipschitzRNN", "loop")
-        return None
-    transition_t, recurrent_t = cell.prepare()
-    tensors = [inputs, hidden, transition_t, recurrent_t, *cell.input_projection.parameters()]
+def run_plan(plan: Plan, inputs: torch.Tensor, hidden: torch.Tensor,
+             project: Callable[[torch.Tensor], torch.Tensor],
+             input_layer: nn.Linear | None = None,
+             name: str = "model") -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(states, last)`` of ``plan`` over time-major ``inputs`` ``(T, B, F)`` from ``hidden``
+    ``(B, N)`` (states ``(T, B, N)``, the last state ``(B, N)``), or ``None`` when the tensors
+    are not of one floating dtype and device (the caller then runs its loop). ``project`` maps
+    raw inputs to ``U x + b``; ``input_layer``, when given, is that plain linear layer, which
+    the native kernels may apply inside the loop instead (small inputs)."""
+    layer = [] if input_layer is None else list(input_layer.parameters())
+    if isinstance(plan, LipschitzPlan):
+        matrices = [plan.transition_t, plan.recurrent_t]
+    elif isinstance(plan, NetworkPlan):
+        matrices = [plan.coupling_t, plan.blocks_t]
+        name = f"{name} ({plan.method})"
+    else:
+        raise TypeError(f"plan must be a LipschitzPlan or a NetworkPlan, got {type(plan).__name__}")
+    tensors = [inputs, hidden, *matrices, *layer]
     if not _uniform(tensors):
-        _log_path("LipschitzRNN", "loop")
+        _log_path(name, "loop", "tensors of more than one dtype or device")
         return None
+    if isinstance(plan, NetworkPlan) and plan.method == "splitting":
+        _log_path(name, "python", "no native kernel for the splitting step yet")
+        return network_splitting(project(inputs), hidden, plan.coupling_t, plan.blocks_t,
+                                 plan.step_size, plan.activation)
     backend = native.backend_for(*tensors)
-    _log_path("LipschitzRNN", backend)
-    inputs, weight, bias = _input_layer(cell, inputs, backend)
-    return lipschitz_euler(inputs, hidden, transition_t, recurrent_t, cell.step_size,
-                           input_weight=weight, input_bias=bias, backend=backend)
+    _log_path(name, backend)
+    weight = bias = None
+    if backend == "native" and input_layer is not None and inputs.shape[-1] <= MAX_FUSED_INPUT:
+        weight, bias = input_layer.weight, input_layer.bias
+    else:
+        inputs = project(inputs)
+    if isinstance(plan, LipschitzPlan):
+        return lipschitz_euler(inputs, hidden, plan.transition_t, plan.recurrent_t,
+                               plan.step_size, input_weight=weight, input_bias=bias,
+                               backend=backend)
+    return network_euler(inputs, hidden, plan.coupling_t, plan.blocks_t, plan.step_size,
+                         plan.activation, input_weight=weight, input_bias=bias, backend=backend)
 
 
-def network_unsupported(cell: Any, prepared: dict[str, Any] | None = None) -> str | None:
-    """Why the engine does not run this ``AssemblyCell`` (``None``: it does)."""
-    if getattr(cell, "method", None) not in ("euler", "splitting"):
-        return (f"method={getattr(cell, 'method', None)!r} (the engine runs the Euler and "
-                "splitting steps)")
-    prepared = cell.prepare() if prepared is None else prepared
-    if prepared["connections"]:
-        return "hierarchical connections"
-    groups = prepared["groups"]
-    if len(groups) != 1 or not groups[0][0].batched:
-        return "parts that are not all rate subnetworks of one size and activation"
-    activation = groups[0][0].leaves[0].activation_name
-    if activation not in ACTIVATIONS:
-        return f"activation {activation!r}"
-    return None
-
-
-def run_network(cell: Any, inputs: torch.Tensor,
-                hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(states, last)`` of an ``AssemblyCell`` over time-major ``inputs``, or ``None`` when
-    the engine does not support the configuration."""
-    prepared = cell.prepare()
-    if network_unsupported(cell, prepared) is not None:
-        _log_path("NetworkOfNetworks", "loop")
+def run_cell(cell: Any, inputs: torch.Tensor, hidden: torch.Tensor,
+             name: str | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Run a cell's ``engine_plan()`` (a plan, or a string saying why the engine does not run
+    it) with its ``project_input`` and ``fused_input_layer()``; ``None``: use the loop.
+    ``name``: the model named in the log (the cell's class by default)."""
+    name = name or type(cell).__name__
+    plan = cell.engine_plan()
+    if isinstance(plan, str):
+        _log_path(name, "loop", plan)
         return None
-    group, blocks_t = prepared["groups"][0]
-    if cell.method == "splitting":
-        tensors = [inputs, hidden, prepared["flow_t"], blocks_t]
-        if not _uniform(tensors + list(cell.input_projection.parameters())):
-            _log_path("NetworkOfNetworks (splitting)", "loop")
-            return None
-        _log_path("NetworkOfNetworks (splitting)", "python")
-        return network_splitting(cell.project_input(inputs), hidden, prepared["flow_t"],
-                                 blocks_t, cell.step_size, group.leaves[0].activation_name)
-    feedback_t = prepared["feedback_t"]
-    tensors = [inputs, hidden, feedback_t, blocks_t, *cell.input_projection.parameters()]
-    if not _uniform(tensors):
-        _log_path("NetworkOfNetworks", "loop")
-        return None
-    backend = native.backend_for(*tensors)
-    _log_path("NetworkOfNetworks", backend)
-    inputs, weight, bias = _input_layer(cell, inputs, backend)
-    return network_euler(inputs, hidden, feedback_t, blocks_t, cell.step_size,
-                         group.leaves[0].activation_name, input_weight=weight, input_bias=bias,
-                         backend=backend)
+    return run_plan(plan, inputs, hidden, cell.project_input, cell.fused_input_layer(), name)

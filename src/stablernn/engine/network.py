@@ -33,31 +33,16 @@ from stablernn.engine._outputs import (
     last_state_gradient,
     standard_strides,
 )
-
-ACTIVATIONS = {"relu": 0, "tanh": 1, "sigmoid": 2, "softplus": 3}
+from stablernn.engine.plans import ACTIVATIONS
 
 
 def _phi(name: str, x: torch.Tensor) -> torch.Tensor:
-    if name == "relu":
-        return torch.relu(x)
-    if name == "tanh":
-        return torch.tanh(x)
-    if name == "sigmoid":
-        return torch.sigmoid(x)
-    return F.softplus(x)
+    return ACTIVATIONS[name].function(x)
 
 
 def _phi_slope(name: str, x: torch.Tensor) -> torch.Tensor:
     """``phi'(x)`` as torch's own backward formulas compute it."""
-    if name == "relu":
-        return (x > 0).to(x.dtype)
-    if name == "tanh":
-        y = torch.tanh(x)
-        return 1 - y * y
-    if name == "sigmoid":
-        y = torch.sigmoid(x)
-        return y * (1 - y)
-    return torch.where(x > 20, torch.ones_like(x), torch.sigmoid(x))
+    return ACTIVATIONS[name].derivative(x)
 
 
 def _mix(values: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
@@ -86,7 +71,7 @@ class _NativeNetworkEuler(torch.autograd.Function):
         weight = empty_like(x0) if input_weight is None else input_weight
         bias = empty_like(x0) if input_bias is None else input_bias
         states, phi = native.load().network_forward(inputs, weight, bias, x0, feedback_t,
-                                                    blocks_t, step_size, ACTIVATIONS[activation],
+                                                    blocks_t, step_size, ACTIVATIONS[activation].native_code,
                                                     need_blocks)
         ctx.save_for_backward(states, inputs, weight, bias, x0, feedback_t, blocks_t, phi)
         ctx.step_size, ctx.activation, ctx.need_blocks = step_size, activation, need_blocks
@@ -103,7 +88,7 @@ class _NativeNetworkEuler(torch.autograd.Function):
          grad_blocks) = native.load().network_backward(
             dense_or_empty(grad_states, x0), dense_or_empty(grad_last, x0), states, inputs, weight,
             bias, x0, feedback_t, blocks_t, phi,
-            ctx.step_size, ACTIVATIONS[ctx.activation], ctx.need_blocks, ctx.needs_input_grad[0])
+            ctx.step_size, ACTIVATIONS[ctx.activation].native_code, ctx.need_blocks, ctx.needs_input_grad[0])
         return (grad_inputs if ctx.needs_input_grad[0] else None,
                 standard_strides(grad_weight) if ctx.has_weight else None,
                 grad_bias if ctx.has_bias else None,
@@ -203,7 +188,7 @@ def network_euler(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tens
         states = native.load().network_forward(
             inputs, empty_like(x0) if weight is None else weight,
             empty_like(x0) if bias is None else bias,
-            x0, feedback_t, blocks_t, step_size, ACTIVATIONS[activation], False)[0]
+            x0, feedback_t, blocks_t, step_size, ACTIVATIONS[activation].native_code, False)[0]
         return states, states[-1]
     if input_weight is not None:
         inputs = F.linear(inputs, input_weight, input_bias)

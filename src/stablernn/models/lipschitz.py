@@ -14,11 +14,11 @@ from stablernn._checks import (
     check_positive,
     check_positive_int,
 )
-from stablernn.engine import run_lipschitz
+from stablernn.engine import LipschitzPlan
 from stablernn.models.recurrent import RecurrentCell, RecurrentLayer, cell_attribute
 from stablernn.parametrizations import NormBounded, SymmetricSkew
 
-METHODS = ("euler", "rk2", "exponential")
+LIPSCHITZ_METHODS = ("euler", "rk2", "exponential")
 PARAMETRIZATIONS = ("paper", "contracting")
 
 
@@ -118,7 +118,7 @@ class LipschitzCell(LipschitzDynamics, RecurrentCell):
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.step_size = check_positive("step_size", step_size)
-        self.method = check_choice("method", method, METHODS)
+        self.method = check_choice("method", method, LIPSCHITZ_METHODS)
         self.alpha = check_non_negative("alpha", alpha)
         self.parametrization = check_choice("parametrization", parametrization, PARAMETRIZATIONS)
         self.param_a = SymmetricSkew(hidden_size, 0.75 if beta_a is None else beta_a, gamma_a,
@@ -166,6 +166,12 @@ class LipschitzCell(LipschitzDynamics, RecurrentCell):
             return identity + self.step_size * linear_t, recurrent_t
         return linear_t, recurrent_t
 
+    def engine_plan(self) -> LipschitzPlan | str:
+        if self.method == "rk2":
+            return "method='rk2' (the engine runs the Euler and exponential steps)"
+        transition_t, recurrent_t = self.prepare()
+        return LipschitzPlan(transition_t, recurrent_t, self.step_size)
+
     def step(self, hidden, projected_input, prepared):
         if self.method != "rk2":
             transition_t, recurrent_t = prepared
@@ -196,7 +202,6 @@ class LipschitzRNN(RecurrentLayer):
     with hand-written BPTT), RK2 in the plain loop.
     """
 
-    fast_path = staticmethod(run_lipschitz)
     A = cell_attribute("A")
     W = cell_attribute("W")
     step_size = cell_attribute("step_size")

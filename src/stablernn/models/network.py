@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from stablernn._checks import check_choice, check_positive, check_positive_int
-from stablernn.engine import run_network
+from stablernn.engine import NetworkPlan
 from stablernn.models.assembly import Assembly
 from stablernn.models.recurrent import RecurrentCell, RecurrentLayer, cell_attribute
 from stablernn.models.subnetworks import RateSubnetwork, SparseSubnetwork, SVDSubnetwork
 
-METHODS = ("euler", "rk2", "splitting")
+NETWORK_METHODS = ("euler", "rk2", "splitting")
 
 
 @dataclass
@@ -72,7 +72,7 @@ class AssemblyCell(RecurrentCell):
         self.assembly = assembly
         self.hidden_size = assembly.size
         self.step_size = check_positive("step_size", step_size)
-        self.method = check_choice("method", method, METHODS)
+        self.method = check_choice("method", method, NETWORK_METHODS)
         self.input_projection = nn.Linear(input_size, assembly.size, bias=bias)
 
     def prepare(self) -> dict[str, Any]:
@@ -90,6 +90,21 @@ class AssemblyCell(RecurrentCell):
         if self.method == "splitting":
             prepared["flow_t"] = self.feedback_flow().transpose(0, 1)
         return prepared
+
+    def engine_plan(self) -> NetworkPlan | str:
+        if self.method not in ("euler", "splitting"):
+            return f"method={self.method!r} (the engine runs the Euler and splitting steps)"
+        if self.assembly.flat_connections():
+            return "hierarchical connections"
+        leaves = self.assembly.leaves()
+        groups = _group_leaves(leaves)
+        if len(groups) != 1 or not groups[0].batched:
+            return "parts that are not all rate subnetworks of one size and activation"
+        blocks_t = torch.stack([leaf.weight() for leaf in leaves]).transpose(1, 2)
+        coupling = self.feedback_flow() if self.method == "splitting" \
+            else self.assembly.feedback_matrix()
+        return NetworkPlan(self.method, coupling.transpose(0, 1), blocks_t, self.step_size,
+                           leaves[0].activation_name)
 
     def feedback_flow(self) -> torch.Tensor:
         """The feedback's step ``Q = S^{-1} cay(dt K) S`` (column convention), with
@@ -152,7 +167,6 @@ class NetworkOfNetworks(RecurrentLayer):
     plain loop; ``"loop"`` always runs the plain loop of :meth:`RecurrentLayer.run`.
     """
 
-    fast_path = staticmethod(run_network)
     assembly = cell_attribute("assembly")
     step_size = cell_attribute("step_size")
     method = cell_attribute("method")
@@ -188,7 +202,7 @@ class SparseComboNet(NetworkOfNetworks):
         check_positive_int("subnetwork_size", subnetwork_size)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1 - num_subnetworks, (1,)).item())
-        check_choice("method", method, METHODS)
+        check_choice("method", method, NETWORK_METHODS)
         split_step = step_size if method == "splitting" else None
         parts = [SparseSubnetwork(subnetwork_size, density, magnitude, activation, seed=seed + i,
                                   step_size=split_step)
@@ -218,7 +232,7 @@ class SVDComboNet(NetworkOfNetworks):
                  feedback_density: float = 1.0, batch_first: bool = False,
                  check_finite: bool = True, engine: str = "auto") -> None:
         check_positive_int("num_subnetworks", num_subnetworks)
-        check_choice("method", method, METHODS)
+        check_choice("method", method, NETWORK_METHODS)
         # the splitting step's guarantee covers every parameter value: keep the metric's
         # condition number finite in float32 (log-scales within +-4)
         bound = 4.0 if method == "splitting" else None

@@ -9,17 +9,13 @@ matmul before the loop (``cell.project_input``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import nn
 
 from stablernn._checks import check_choice, check_finite
-from stablernn.engine import ENGINES
-
-# A fast path for a whole sequence: (cell, inputs, hidden) -> (states, last), or None where it
-# does not support the cell's configuration.
-FastPath = Callable[[Any, torch.Tensor, torch.Tensor], Optional[tuple]]
+from stablernn.engine import ENGINES, Plan, run_cell
 
 
 class RecurrentCell(nn.Module):
@@ -45,6 +41,18 @@ class RecurrentCell(nn.Module):
     def project_input(self, inputs: torch.Tensor) -> torch.Tensor:
         """``U x + b`` for any leading shape, as one matmul."""
         return self.input_projection(inputs)
+
+    def engine_plan(self) -> Plan | str:
+        """What the recurrence engine runs for this cell (:mod:`stablernn.engine.plans`), or
+        why it runs none (the layer then runs its loop)."""
+        return f"no engine path for {type(self).__name__}"
+
+    def fused_input_layer(self) -> nn.Linear | None:
+        """The input layer, when it is a plain ``nn.Linear`` applied by this base
+        ``project_input`` (the native kernels may then apply it inside the loop)."""
+        plain = type(self).project_input is RecurrentCell.project_input
+        return self.input_projection if plain and type(self.input_projection) is nn.Linear \
+            else None
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
         if input.dim() not in (1, 2):
@@ -82,13 +90,11 @@ class RecurrentLayer(nn.Module):
     The hidden state is the full state vector of the system. Inputs containing NaN or Inf raise
     a ``ValueError`` unless ``check_finite=False``.
 
-    ``engine``: ``"auto"`` runs the sequence on the layer's :attr:`fast_path` (the recurrence
-    engine, :mod:`stablernn.engine`) where it supports the cell's configuration, else the plain
-    loop of :meth:`run`; ``"loop"`` always runs the loop. Both compute the same states and
-    gradients (to rounding).
+    ``engine``: ``"auto"`` runs the sequence on the recurrence engine (:mod:`stablernn.engine`)
+    with the cell's :meth:`~RecurrentCell.engine_plan` where it has one, else the plain loop of
+    :meth:`run`; ``"loop"`` always runs the loop. Both compute the same states and gradients
+    (to rounding).
     """
-
-    fast_path: FastPath | None = None
 
     def __init__(self, cell: RecurrentCell, batch_first: bool = False, check_finite: bool = True,
                  engine: str = "auto"):
@@ -151,8 +157,8 @@ class RecurrentLayer(nn.Module):
         """Time-major core: inputs ``(T, B, F)``, state ``(B, N)`` -> ``(states, last)``: states
         ``(T, B, N)`` and the last state ``(B, N)`` as its own tensor, so that a loss on the last
         state alone does not make autograd build a dense ``(T, B, N)`` gradient."""
-        if self.engine == "auto" and self.fast_path is not None:
-            result = type(self).fast_path(self.cell, inputs, hidden)
+        if self.engine == "auto":
+            result = run_cell(self.cell, inputs, hidden, type(self).__name__)
             if result is not None:
                 return result
         cell = self.cell
