@@ -12,13 +12,15 @@ from stablernn.models.baselines import (
 from stablernn.models.feedback import NegativeFeedback
 from stablernn.models.lipschitz import LipschitzCell, LipschitzRNN
 from stablernn.models.network import AssemblyCell, NetworkOfNetworks, SparseComboNet, SVDComboNet
+from stablernn.models.part import Part
 from stablernn.models.readouts import PerStepReadout, SequenceClassifier
-from stablernn.models.recurrent import RecurrentCell, RecurrentLayer
+from stablernn.models.recurrent import CellLayer, RecurrentCell, RecurrentLayer
 from stablernn.models.registry import MODELS, build_layer
 from stablernn.models.subnetworks import RateSubnetwork, SparseSubnetwork, SVDSubnetwork
 
 __all__ = [
-    "Assembly", "AssemblyCell", "HierarchicalConnection", "NegativeFeedback", "NetworkOfNetworks",
+    "Assembly", "AssemblyCell", "CellLayer", "HierarchicalConnection", "Part", "NegativeFeedback",
+    "NetworkOfNetworks",
     "RateSubnetwork", "SVDComboNet", "SVDSubnetwork", "SparseComboNet", "SparseSubnetwork",
     "GRU", "LSTM", "MODELS", "ODERNN", "AntisymmetricCell", "AntisymmetricRNN", "LipschitzCell",
     "LipschitzRNN", "ODERNNCell", "PerStepReadout", "RecurrentCell", "RecurrentLayer",

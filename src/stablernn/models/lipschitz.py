@@ -15,7 +15,7 @@ from stablernn._checks import (
     check_positive_int,
 )
 from stablernn.engine import LipschitzPlan
-from stablernn.models.recurrent import RecurrentCell, RecurrentLayer, cell_attribute
+from stablernn.models.recurrent import CellLayer, RecurrentCell, cell_attribute
 from stablernn.parametrizations import NormBounded, SymmetricSkew
 
 LIPSCHITZ_METHODS = ("euler", "rk2", "exponential")
@@ -34,7 +34,8 @@ class LipschitzDynamics(nn.Module):
 
     @property
     def A(self) -> torch.Tensor:
-        """The linear hidden-to-hidden matrix ``A_{beta_a, gamma_a}`` (eq. 2a), column convention."""
+        """The linear hidden-to-hidden matrix ``A_{beta_a, gamma_a}`` (eq. 2a), column
+        convention."""
         return self.param_a()
 
     @property
@@ -189,7 +190,7 @@ class LipschitzCell(LipschitzDynamics, RecurrentCell):
         )
 
 
-class LipschitzRNN(RecurrentLayer):
+class LipschitzRNN(CellLayer):
     """A Lipschitz RNN layer (paper 002) with the ``torch.nn.RNN`` calling convention, built
     from its cell: ``LipschitzRNN(input_size, hidden_size, **cell_options)`` takes every option
     of :class:`LipschitzCell` (``step_size``, ``method``, ``beta_a``, ...) plus the layer's
@@ -202,17 +203,13 @@ class LipschitzRNN(RecurrentLayer):
     with hand-written BPTT), RK2 in the plain loop.
     """
 
+    cell_class = LipschitzCell
     A = cell_attribute("A")
     W = cell_attribute("W")
     step_size = cell_attribute("step_size")
     method = cell_attribute("method")
     alpha = cell_attribute("alpha")
     parametrization = cell_attribute("parametrization")
-
-    def __init__(self, input_size: int, hidden_size: int, *, batch_first: bool = False,
-                 check_finite: bool = True, engine: str = "auto", **cell_options) -> None:
-        super().__init__(LipschitzCell(input_size, hidden_size, **cell_options),
-                         batch_first=batch_first, check_finite=check_finite, engine=engine)
 
     def transition(self) -> torch.Tensor:
         return self.cell.transition()

@@ -13,7 +13,15 @@ def _states(rnn: nn.Module, input: torch.Tensor, h0: torch.Tensor | None) -> tor
     return output
 
 
-class SequenceClassifier(nn.Module):
+class _Readout(nn.Module):
+    def __init__(self, rnn: nn.Module, outputs: int, name: str) -> None:
+        super().__init__()
+        self.rnn = rnn
+        setattr(self, name, check_positive_int(name, outputs))
+        self.readout = nn.Linear(rnn.hidden_size, outputs)
+
+
+class SequenceClassifier(_Readout):
     """Linear readout of the last hidden state: ``logits = D h_T + c``.
 
     Works with any layer that returns ``(output, h_n)`` like ``torch.nn.RNN`` (stablernn layers,
@@ -21,10 +29,7 @@ class SequenceClassifier(nn.Module):
     """
 
     def __init__(self, rnn: nn.Module, num_classes: int) -> None:
-        super().__init__()
-        self.rnn = rnn
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.readout = nn.Linear(rnn.hidden_size, num_classes)
+        super().__init__(rnn, num_classes, "num_classes")
 
     def forward(self, input: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
         # h_n, not output[-1]: the same state, without a dense (T, B, N) gradient in backward
@@ -34,17 +39,14 @@ class SequenceClassifier(nn.Module):
         return self.readout(last[-1])
 
 
-class PerStepReadout(nn.Module):
+class PerStepReadout(_Readout):
     """Linear readout at every time step, for sequence-to-sequence tasks: ``y_t = D h_t + c``.
 
     Returns outputs laid out like the layer's ``output`` with ``output_size`` features.
     """
 
     def __init__(self, rnn: nn.Module, output_size: int) -> None:
-        super().__init__()
-        self.rnn = rnn
-        self.output_size = check_positive_int("output_size", output_size)
-        self.readout = nn.Linear(rnn.hidden_size, output_size)
+        super().__init__(rnn, output_size, "output_size")
 
     def forward(self, input: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
         return self.readout(_states(self.rnn, input, h0))

@@ -18,6 +18,15 @@ from stablernn._checks import check_choice, check_finite
 from stablernn.engine import ENGINES, Plan, run_cell
 
 
+def _check_input(input: torch.Tensor, input_size: int, dims: tuple[int, ...],
+                 expected: str) -> None:
+    if input.dim() not in dims:
+        raise ValueError(f"input must be {expected}, got shape {tuple(input.shape)}")
+    if input.shape[-1] != input_size:
+        raise ValueError(
+            f"input has feature size {input.shape[-1]}, expected input_size={input_size}")
+
+
 class RecurrentCell(nn.Module):
     """One time step ``h_{t+1} = F(h_t, x_t)``. Subclasses implement ``prepare`` and ``step``.
 
@@ -55,15 +64,8 @@ class RecurrentCell(nn.Module):
             else None
 
     def forward(self, input: torch.Tensor, hx: torch.Tensor | None = None) -> torch.Tensor:
-        if input.dim() not in (1, 2):
-            raise ValueError(
-                f"input must have shape (batch, {self.input_size}) or ({self.input_size},), "
-                f"got shape {tuple(input.shape)}"
-            )
-        if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input has feature size {input.shape[-1]}, expected input_size={self.input_size}"
-            )
+        _check_input(input, self.input_size, (1, 2),
+                     f"shape (batch, {self.input_size}) or ({self.input_size},)")
         unbatched = input.dim() == 1
         batch = input.reshape(1, -1) if unbatched else input
         expected = (self.hidden_size,) if unbatched else (batch.shape[0], self.hidden_size)
@@ -113,16 +115,9 @@ class RecurrentLayer(nn.Module):
         return self.cell.hidden_size
 
     def _time_major(self, input: torch.Tensor) -> tuple[torch.Tensor, bool]:
-        if input.dim() not in (2, 3):
-            layout = "(batch, seq, feature)" if self.batch_first else "(seq, batch, feature)"
-            raise ValueError(
-                f"input must be 3-D {layout} or 2-D unbatched (seq, feature), "
-                f"got shape {tuple(input.shape)}"
-            )
-        if input.shape[-1] != self.input_size:
-            raise ValueError(
-                f"input has feature size {input.shape[-1]}, expected input_size={self.input_size}"
-            )
+        layout = "(batch, seq, feature)" if self.batch_first else "(seq, batch, feature)"
+        _check_input(input, self.input_size, (2, 3),
+                     f"3-D {layout} or 2-D unbatched (seq, feature)")
         time_dim = 1 if (input.dim() == 3 and self.batch_first) else 0
         if input.shape[time_dim] == 0:
             raise ValueError(f"input has no time steps, got shape {tuple(input.shape)}")
@@ -173,6 +168,19 @@ class RecurrentLayer(nn.Module):
 
     def extra_repr(self) -> str:
         return f"batch_first={self.batch_first}"
+
+
+class CellLayer(RecurrentLayer):
+    """A layer built from its cell class, as ``torch.nn.RNN`` is from its cell:
+    ``Layer(input_size, hidden_size, **cell_options)`` passes every option but the layer's own
+    (``batch_first``, ``check_finite``, ``engine``) to ``cell_class``."""
+
+    cell_class: type[RecurrentCell]
+
+    def __init__(self, input_size: int, hidden_size: int, *, batch_first: bool = False,
+                 check_finite: bool = True, engine: str = "auto", **cell_options: Any) -> None:
+        super().__init__(self.cell_class(input_size, hidden_size, **cell_options),
+                         batch_first=batch_first, check_finite=check_finite, engine=engine)
 
 
 def cell_attribute(name: str) -> property:

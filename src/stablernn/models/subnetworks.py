@@ -80,6 +80,15 @@ class RateSubnetwork(nn.Module):
                               family.description)
 
 
+class TrainedSubnetwork(RateSubnetwork):
+    """A trained subnetwork whose theorem holds with a ``margin`` in (0, 1) for every
+    parameter value (the rate or the distance to the condition's boundary)."""
+
+    def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05) -> None:
+        super().__init__(size, activation_name)
+        self.margin = check_number("margin", margin, 0, 1, open_low=True, open_high=True)
+
+
 class SparseSubnetwork(RateSubnetwork):
     """A fixed random sparse subnetwork certified by paper 000, Theorem 1 (Sparse Combo Net).
 
@@ -169,7 +178,7 @@ class SparseSubnetwork(RateSubnetwork):
                 f"seed={self.seed}{step}")
 
 
-class SVDSubnetwork(RateSubnetwork):
+class SVDSubnetwork(TrainedSubnetwork):
     """A trained subnetwork certified by paper 000, Theorem 5 (SVD Combo Net).
 
     ``W = Theta^{-1} U Sigma V^T Theta`` with U, V orthogonal (``torch.nn.utils.parametrizations
@@ -187,8 +196,7 @@ class SVDSubnetwork(RateSubnetwork):
 
     def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
                  max_log_scale: float | None = None) -> None:
-        super().__init__(size, activation_name)
-        self.margin = check_number("margin", margin, 0, 1, open_low=True, open_high=True)
+        super().__init__(size, activation_name, margin)
         self.max_log_scale = None if max_log_scale is None else check_positive(
             "max_log_scale", max_log_scale)
         self.left = parametrizations.orthogonal(nn.Linear(size, size, bias=False))
@@ -272,7 +280,7 @@ class ProductSubnetwork(RateSubnetwork):
         return 0.5 * (metric + metric.transpose(0, 1))  # symmetric to the last bit
 
 
-class SymmetricSubnetwork(RateSubnetwork):
+class SymmetricSubnetwork(TrainedSubnetwork):
     r"""A trained subnetwork certified by paper 000, Theorem 2: W symmetric with ``g W < I``.
 
     ``W = ((1 - margin) / g) I - E^T E``, so ``g lambda_max(W) <= 1 - margin``. Metric (derived
@@ -288,8 +296,7 @@ class SymmetricSubnetwork(RateSubnetwork):
 
     def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
                  init_std: float = 0.1) -> None:
-        super().__init__(size, activation_name)
-        self.margin = check_number("margin", margin, 0, 1, open_low=True, open_high=True)
+        super().__init__(size, activation_name, margin)
         self.factor = nn.Parameter(torch.randn(size, size) * init_std / size**0.5)
         self.register_buffer("identity", torch.eye(size), persistent=False)
 
@@ -317,7 +324,7 @@ class SymmetricSubnetwork(RateSubnetwork):
         return 0.5 * (metric + metric.transpose(0, 1))  # symmetric to the last bit
 
 
-class TriangularSubnetwork(RateSubnetwork):
+class TriangularSubnetwork(TrainedSubnetwork):
     """A trained subnetwork certified by paper 000, Theorem 4: lower-triangular W with every
     diagonal entry ``W_ii <= (1 - margin) / g`` (so ``g W - I`` is triangular and Hurwitz).
 
@@ -332,8 +339,7 @@ class TriangularSubnetwork(RateSubnetwork):
 
     def __init__(self, size: int, activation_name: str = "relu", margin: float = 0.05,
                  init_std: float = 0.1) -> None:
-        super().__init__(size, activation_name)
-        self.margin = check_number("margin", margin, 0, 1, open_low=True, open_high=True)
+        super().__init__(size, activation_name, margin)
         self.lower = nn.Parameter(torch.randn(size, size) * init_std / size**0.5)
         self.diagonal_free = nn.Parameter(torch.zeros(size))
         self.register_buffer("strict_lower", torch.tril(torch.ones(size, size), -1),
