@@ -4,6 +4,9 @@ native memory cache reuses and frees its blocks."""
 
 import copy
 import logging
+import os
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -154,3 +157,31 @@ def test_memory_cache_reuses_and_frees_blocks():
     assert after["cached_bytes"] > 0
     native.empty_cache()
     assert native.cache_info()["cached_bytes"] == 0
+
+
+def test_a_stale_build_lock_is_removed_before_compiling(tmp_path, monkeypatch):
+    """A builder that died leaves ``lock`` and no library; torch's build would wait on it
+    forever. Old locks without a library are removed; fresh ones (a build in progress) and
+    locks beside a built library are kept."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    monkeypatch.setitem(native._state, "announced", True)
+    name = native.extension_name(["-O3"])
+    directory = Path(native.build_directory(name))
+    directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / "lock"
+    old = time.time() - 2 * native.STALE_LOCK_SECONDS
+
+    lock.write_text("")
+    assert native.remove_stale_lock(name) is False and lock.exists()  # a build in progress
+    os.utime(lock, (old, old))
+    (directory / f"{name}.so").write_bytes(b"")
+    assert native.remove_stale_lock(name) is False and lock.exists()  # its library is built
+    (directory / f"{name}.so").unlink()
+
+    seen = []
+    monkeypatch.setattr(cpp_extension, "load_inline",
+                        lambda *args, **kwargs: seen.append(lock.exists()) or object())
+    native._compile(["-O3"])
+    assert seen == [False] and not lock.exists()

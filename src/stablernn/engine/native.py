@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import threading
+import time
 from typing import Any, Iterator
 
 import torch
@@ -99,6 +100,31 @@ def is_cached(name: str) -> bool | None:
     return os.path.isfile(os.path.join(directory, f"{name}.so"))
 
 
+# A build takes about a minute; a lock this old without a built library was left by a process
+# that died while building, and would make every later process wait on it forever.
+STALE_LOCK_SECONDS = 600
+
+
+def remove_stale_lock(name: str, max_age: float = STALE_LOCK_SECONDS) -> bool:
+    """Remove the build lock of ``name`` when it is older than ``max_age`` seconds and no built
+    library is beside it (its builder died); True when one was removed."""
+    directory = build_directory(name)
+    if directory is None:
+        return False
+    lock = os.path.join(directory, "lock")
+    try:
+        age = time.time() - os.path.getmtime(lock)
+    except OSError:  # no lock
+        return False
+    if age < max_age or os.path.isfile(os.path.join(directory, f"{name}.so")):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(lock)
+    log.warning("stablernn engine: removed a stale build lock (%s, %.0f s old, no library "
+                "built): its builder did not finish", lock, age)
+    return True
+
+
 def announce_compile(name: str, stream: Any = None) -> bool:
     """Print :data:`COMPILE_NOTICE` (one line, to ``stream``, default stderr) when ``name`` is
     about to be compiled, i.e. its library is not cached; at most once per process. True when
@@ -115,6 +141,7 @@ def _compile(flags: list[str]) -> Any:
     from torch.utils import cpp_extension
 
     name = extension_name(flags)
+    remove_stale_lock(name)
     announce_compile(name)
     link = [flag for flag in flags if flag == "-fopenmp"]
     return cpp_extension.load_inline(name, cpp_sources=[SOURCE], extra_cflags=flags,
