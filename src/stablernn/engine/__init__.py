@@ -2,7 +2,8 @@
 
 The layers use it by default (``engine="auto"``) where it supports the configuration and run
 their plain loop otherwise (``engine="loop"`` forces the loop). A cell hands the engine a typed
-plan (:mod:`stablernn.engine.plans`): the engine never looks inside a model. Two paths compute the same maths:
+plan (:mod:`stablernn.engine.plans`): the engine never looks inside a model. Two paths compute
+the same maths:
 
 - ``native``: C++ kernels, JIT-compiled on first use and cached (:mod:`stablernn.engine.native`),
   for float32 / float64 on the CPU;

@@ -25,14 +25,16 @@ input layer fused and inputs that need no gradient).
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from stablernn.engine import native
 from stablernn.engine._outputs import (
     dense_or_empty,
     empty_like,
     last_state_gradient,
+    run_sequence,
+    sequence_backward,
     standard_strides,
+    unroll,
 )
 
 
@@ -53,11 +55,8 @@ class _NativeLipschitzEuler(torch.autograd.Function):
         ctx.has_weight, ctx.has_bias = input_weight is not None, input_bias is not None
         return states, states[-1].clone()
 
-    @staticmethod
-    @once_differentiable
+    @sequence_backward
     def backward(ctx, grad_states, grad_last):
-        if grad_states is None and grad_last is None:
-            return (None,) * 7
         states, drive, inputs, weight, bias, h0, transition_t, recurrent_t = ctx.saved_tensors
         grad_inputs, grad_weight, grad_bias, grad_h0, grad_transition, grad_recurrent = (
             native.load().lipschitz_backward(dense_or_empty(grad_states, h0),
@@ -74,16 +73,15 @@ class _NativeLipschitzEuler(torch.autograd.Function):
 def _python_forward(u, h0, transition_t, recurrent_t, step_size, slope=None):
     """The loop of ``LipschitzCell.step`` (same ops, bitwise the same states), writing into one
     preallocated output; ``slope`` receives ``eps (1 - d^2)`` for the backward when given."""
-    states = torch.empty_like(u)
-    hidden = h0
-    for t in range(u.shape[0]):
+
+    def step_into(t, hidden, out):
         drive = torch.tanh(torch.addmm(u[t], hidden, recurrent_t))
-        torch.addmm(drive, hidden, transition_t, beta=step_size, out=states[t])
+        torch.addmm(drive, hidden, transition_t, beta=step_size, out=out)
         if slope is not None:
             torch.mul(drive, drive, out=slope[t])
             slope[t].mul_(-step_size).add_(step_size)
-        hidden = states[t]
-    return states
+
+    return unroll(u, h0, step_into)
 
 
 class _PythonLipschitzEuler(torch.autograd.Function):
@@ -95,11 +93,8 @@ class _PythonLipschitzEuler(torch.autograd.Function):
         ctx.save_for_backward(states, slope, h0, transition_t, recurrent_t)
         return states, states[-1].clone()
 
-    @staticmethod
-    @once_differentiable
+    @sequence_backward
     def backward(ctx, grad_states, grad_last):
-        if grad_states is None and grad_last is None:
-            return (None,) * 5
         states, slope, h0, transition_t, recurrent_t = ctx.saved_tensors
         grad = None if grad_states is None else grad_states.contiguous()
         steps, _, size = states.shape
@@ -145,28 +140,8 @@ def lipschitz_euler(inputs: torch.Tensor, h0: torch.Tensor, transition_t: torch.
     Differentiable in every tensor. ``backend``: ``"native"`` or ``"python"``; ``None`` picks
     (:func:`stablernn.engine.native.backend_for`).
     """
-    inputs, h0 = inputs.contiguous(), h0.contiguous()
-    transition_t, recurrent_t = transition_t.contiguous(), recurrent_t.contiguous()
-    tensors = [inputs, h0, transition_t, recurrent_t]
-    layer = [t.contiguous() for t in (input_weight, input_bias) if t is not None]
-    backend = backend or native.backend_for(*tensors, *layer)
     step_size = float(step_size)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors + layer)
-    if backend == "native":
-        weight = None if input_weight is None else input_weight.contiguous()
-        bias = None if input_bias is None else input_bias.contiguous()
-        if needs_grad:
-            return _NativeLipschitzEuler.apply(inputs, weight, bias, h0, transition_t,
-                                               recurrent_t, step_size)
-        states = native.load().lipschitz_forward(
-            inputs, empty_like(h0) if weight is None else weight,
-            empty_like(h0) if bias is None else bias,
-            h0, transition_t, recurrent_t, step_size, False)[0]
-        return states, states[-1]
-    if input_weight is not None:
-        inputs = torch.nn.functional.linear(inputs, input_weight, input_bias)
-    if needs_grad:
-        return _PythonLipschitzEuler.apply(inputs, h0, transition_t, recurrent_t, step_size)
-    with torch.no_grad():
-        states = _python_forward(inputs, h0, transition_t, recurrent_t, step_size)
-    return states, states[-1]
+    return run_sequence(inputs, h0, (transition_t, recurrent_t), input_weight, input_bias,
+                        backend, _NativeLipschitzEuler, "lipschitz_forward",
+                        _PythonLipschitzEuler, _python_forward, extra=(step_size,),
+                        kernel_extra=(step_size,))

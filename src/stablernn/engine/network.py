@@ -23,15 +23,16 @@ trained; the backward adds ``GU`` (O(T B N) each).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from stablernn.engine import native
 from stablernn.engine._outputs import (
     dense_or_empty,
     empty_like,
     last_state_gradient,
+    run_sequence,
+    sequence_backward,
     standard_strides,
+    unroll,
 )
 from stablernn.engine.plans import ACTIVATIONS
 
@@ -54,6 +55,12 @@ def _mix(values: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     return mixed.transpose(0, 1).reshape(batch, size)
 
 
+def check_blocks(blocks_t: torch.Tensor, state: torch.Tensor) -> None:
+    """The stacked ``(K, n, n)`` blocks cover the ``K n`` units of the state."""
+    if blocks_t.dim() != 3 or blocks_t.shape[0] * blocks_t.shape[1] != state.shape[-1]:
+        raise ValueError(f"blocks {tuple(blocks_t.shape)} do not cover {state.shape[-1]} units")
+
+
 def _transition(feedback_t: torch.Tensor, step_size: float) -> torch.Tensor:
     eye = torch.eye(feedback_t.shape[0], dtype=feedback_t.dtype, device=feedback_t.device)
     return eye.mul_(1.0 - step_size).add_(feedback_t, alpha=step_size)
@@ -70,25 +77,23 @@ class _NativeNetworkEuler(torch.autograd.Function):
         need_blocks = ctx.needs_input_grad[5]
         weight = empty_like(x0) if input_weight is None else input_weight
         bias = empty_like(x0) if input_bias is None else input_bias
-        states, phi = native.load().network_forward(inputs, weight, bias, x0, feedback_t,
-                                                    blocks_t, step_size, ACTIVATIONS[activation].native_code,
-                                                    need_blocks)
+        states, phi = native.load().network_forward(
+            inputs, weight, bias, x0, feedback_t, blocks_t, step_size,
+            ACTIVATIONS[activation].native_code, need_blocks)
         ctx.save_for_backward(states, inputs, weight, bias, x0, feedback_t, blocks_t, phi)
         ctx.step_size, ctx.activation, ctx.need_blocks = step_size, activation, need_blocks
         ctx.has_weight, ctx.has_bias = input_weight is not None, input_bias is not None
         return states, states[-1].clone()
 
-    @staticmethod
-    @once_differentiable
+    @sequence_backward
     def backward(ctx, grad_states, grad_last):
-        if grad_states is None and grad_last is None:
-            return (None,) * 8
         states, inputs, weight, bias, x0, feedback_t, blocks_t, phi = ctx.saved_tensors
         (grad_inputs, grad_weight, grad_bias, grad_x0, grad_feedback,
          grad_blocks) = native.load().network_backward(
             dense_or_empty(grad_states, x0), dense_or_empty(grad_last, x0), states, inputs, weight,
             bias, x0, feedback_t, blocks_t, phi,
-            ctx.step_size, ACTIVATIONS[ctx.activation].native_code, ctx.need_blocks, ctx.needs_input_grad[0])
+            ctx.step_size, ACTIVATIONS[ctx.activation].native_code, ctx.need_blocks,
+            ctx.needs_input_grad[0])
         return (grad_inputs if ctx.needs_input_grad[0] else None,
                 standard_strides(grad_weight) if ctx.has_weight else None,
                 grad_bias if ctx.has_bias else None,
@@ -97,16 +102,15 @@ class _NativeNetworkEuler(torch.autograd.Function):
 
 def _python_forward(u, x0, feedback_t, blocks_t, step_size, activation, phi_store=None):
     transition = _transition(feedback_t, step_size)
-    states = torch.empty_like(u)
-    x = x0
-    for t in range(u.shape[0]):
+
+    def step_into(t, x, out):
         phi = _phi(activation, x)
         if phi_store is not None:
             phi_store[t].copy_(phi)
         drive = _mix(phi, blocks_t).add_(u[t])
-        torch.addmm(drive, x, transition, beta=step_size, out=states[t])
-        x = states[t]
-    return states
+        torch.addmm(drive, x, transition, beta=step_size, out=out)
+
+    return unroll(u, x0, step_into)
 
 
 class _PythonNetworkEuler(torch.autograd.Function):
@@ -120,11 +124,8 @@ class _PythonNetworkEuler(torch.autograd.Function):
         ctx.step_size, ctx.activation, ctx.need_blocks = step_size, activation, need_blocks
         return states, states[-1].clone()
 
-    @staticmethod
-    @once_differentiable
+    @sequence_backward
     def backward(ctx, grad_states, grad_last):
-        if grad_states is None and grad_last is None:
-            return (None,) * 6
         states, x0, feedback_t, blocks_t, phi = ctx.saved_tensors
         dt, activation = ctx.step_size, ctx.activation
         grad = None if grad_states is None else grad_states.contiguous()
@@ -170,30 +171,9 @@ def network_euler(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tens
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-    inputs, x0 = inputs.contiguous(), x0.contiguous()
-    feedback_t, blocks_t = feedback_t.contiguous(), blocks_t.contiguous()
-    if blocks_t.shape[0] * blocks_t.shape[1] != x0.shape[-1]:
-        raise ValueError(f"blocks {tuple(blocks_t.shape)} do not cover {x0.shape[-1]} units")
-    tensors = [inputs, x0, feedback_t, blocks_t]
-    layer = [t.contiguous() for t in (input_weight, input_bias) if t is not None]
-    backend = backend or native.backend_for(*tensors, *layer)
+    check_blocks(blocks_t, x0)
     step_size = float(step_size)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors + layer)
-    if backend == "native":
-        weight = None if input_weight is None else input_weight.contiguous()
-        bias = None if input_bias is None else input_bias.contiguous()
-        if needs_grad:
-            return _NativeNetworkEuler.apply(inputs, weight, bias, x0, feedback_t, blocks_t,
-                                             step_size, activation)
-        states = native.load().network_forward(
-            inputs, empty_like(x0) if weight is None else weight,
-            empty_like(x0) if bias is None else bias,
-            x0, feedback_t, blocks_t, step_size, ACTIVATIONS[activation].native_code, False)[0]
-        return states, states[-1]
-    if input_weight is not None:
-        inputs = F.linear(inputs, input_weight, input_bias)
-    if needs_grad:
-        return _PythonNetworkEuler.apply(inputs, x0, feedback_t, blocks_t, step_size, activation)
-    with torch.no_grad():
-        states = _python_forward(inputs, x0, feedback_t, blocks_t, step_size, activation)
-    return states, states[-1]
+    return run_sequence(inputs, x0, (feedback_t, blocks_t), input_weight, input_bias, backend,
+                        _NativeNetworkEuler, "network_forward", _PythonNetworkEuler,
+                        _python_forward, extra=(step_size, activation),
+                        kernel_extra=(step_size, ACTIVATIONS[activation].native_code))

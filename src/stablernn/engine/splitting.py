@@ -18,21 +18,18 @@ the loop, from ``Y = X_prev E^T`` rebuilt in one product: ``d(E^T) = X_prev^T GY
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
-from stablernn.engine._outputs import last_state_gradient
-from stablernn.engine.network import _mix, _phi, _phi_slope
+from stablernn.engine._outputs import last_state_gradient, run_sequence, sequence_backward, unroll
+from stablernn.engine.network import _mix, _phi, _phi_slope, check_blocks
 
 
 def _forward(u, x0, flow_t, blocks_t, step_size, activation):
-    states = torch.empty_like(u)
-    x = x0
-    for t in range(u.shape[0]):
+    def step_into(t, x, out):
         moved = x @ flow_t
         drive = _mix(_phi(activation, moved), blocks_t).add_(u[t])
-        torch.add(drive.mul_(step_size), moved, alpha=1.0 - step_size, out=states[t])
-        x = states[t]
-    return states
+        torch.add(drive.mul_(step_size), moved, alpha=1.0 - step_size, out=out)
+
+    return unroll(u, x0, step_into)
 
 
 class _Splitting(torch.autograd.Function):
@@ -44,11 +41,8 @@ class _Splitting(torch.autograd.Function):
         ctx.step_size, ctx.activation = step_size, activation
         return states, states[-1].clone()
 
-    @staticmethod
-    @once_differentiable
+    @sequence_backward
     def backward(ctx, grad_states, grad_last):
-        if grad_states is None and grad_last is None:
-            return (None,) * 6
         states, x0, flow_t, blocks_t = ctx.saved_tensors
         dt, activation = ctx.step_size, ctx.activation
         steps, batch, size = states.shape
@@ -81,14 +75,7 @@ def network_splitting(inputs: torch.Tensor, x0: torch.Tensor, flow_t: torch.Tens
     (module docstring). ``inputs``: ``U s_t + b`` ``(T, B, N)``; ``x0``: ``(B, N)``;
     ``flow_t``: ``Q^T`` ``(N, N)``; ``blocks_t``: stacked ``W_k^T`` ``(K, n, n)``.
     Differentiable in every tensor."""
-    inputs, x0 = inputs.contiguous(), x0.contiguous()
-    flow_t, blocks_t = flow_t.contiguous(), blocks_t.contiguous()
-    if blocks_t.shape[0] * blocks_t.shape[1] != x0.shape[-1]:
-        raise ValueError(f"blocks {tuple(blocks_t.shape)} do not cover {x0.shape[-1]} units")
+    check_blocks(blocks_t, x0)
     step_size = float(step_size)
-    tensors = (inputs, x0, flow_t, blocks_t)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return _Splitting.apply(inputs, x0, flow_t, blocks_t, step_size, activation)
-    with torch.no_grad():
-        states = _forward(inputs, x0, flow_t, blocks_t, step_size, activation)
-    return states, states[-1]
+    return run_sequence(inputs, x0, (flow_t, blocks_t), None, None, "python", None, "",
+                        _Splitting, _forward, extra=(step_size, activation))
