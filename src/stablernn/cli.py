@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from stablernn.experiments.config import DEVICES, TrainConfig
 from stablernn.models.registry import MODELS
@@ -31,10 +31,7 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def _add_train_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train", help="train a model (default: Lipschitz RNN on sequential digits)",
-        description="Train a model and write a run directory (config, metrics, checkpoints).")
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML or JSON file with TrainConfig fields (e.g. "
                                          "configs/paper002/smnist.toml); flags override it")
     parser.add_argument("--model", choices=sorted(MODELS))
@@ -109,8 +106,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_eval_parser(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate a run's best model on its test set")
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     parser.add_argument("--split", choices=("test", "validation"), default="test")
@@ -127,14 +123,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sweep_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "sweep", help="repeats and grids of runs on Ray Tune (extra 'sweep')",
-        description="Run a config over seeds and a grid of settings on Ray Tune; each trial is "
-                    "an ordinary run directory; writes trials.csv (each trial with its status) "
-                    "and summary.md (mean (n) [min]). A failed trial is listed as failed while "
-                    "the others are summarised (exit 2). Rerunning the same command keeps "
-                    "finished trials, resumes interrupted ones and retries failed ones.")
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML or JSON config (default: the main job)")
     parser.add_argument("--seeds", type=int, default=1, help="number of seeds, 0..N-1 (default 1)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -189,13 +178,7 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_certify_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "certify", help="certificate of contraction of a trained model",
-        description="Print the contraction certificate of a run's model (or a checkpoint file) "
-                    "and write certificate.json beside it. Exit status 0 when the model is "
-                    "certified as it runs (its own step and method contract in the metric), 1 "
-                    "when not, 2 on error.")
+def _certify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH",
                         help="a run directory or a checkpoint file (its directory must be "
                              "writable: checked before certifying)")
@@ -214,12 +197,7 @@ def _certify(args: argparse.Namespace) -> int:
     return 0 if certificate.contracting_as_run else 1
 
 
-def _add_analyze_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "analyze", help="Hessian, noise and adversarial robustness of a trained classifier",
-        description="Paper 002 section 7 on a run's model: top Hessian eigenvalue, trace and "
-                    "condition number; accuracy under white and salt-and-pepper noise; PGD and "
-                    "DeepFool. Writes analysis.json and analysis_noise.png into RUN_DIR.")
+def _analyze_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     parser.add_argument("--samples", type=int, default=500, help="test samples (500)")
@@ -251,21 +229,16 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_reproduce_parser(subparsers) -> None:
+def _reproduce_arguments(parser: argparse.ArgumentParser) -> None:
     from stablernn.experiments.reproduce import CLAIMS, SCALES
 
-    parser = subparsers.add_parser(
-        "reproduce", help="rerun the papers' claims and write report.md",
-        description="Train and analyse what each claim needs (Hessian, noise, attacks, the "
-                    "alpha and beta ablations, modules, modularity, sparsity, feedback), then "
-                    "write a report with the paper's statement, the measured table and plot, "
-                    "and whether the direction agrees. Rerunning continues where it stopped.")
     parser.add_argument("--out", default="reproduction",
                         help="directory for the runs and the report (default ./reproduction); "
                              "checked for writing before any training")
     parser.add_argument("--scale", choices=list(SCALES), default="reduced",
-                        help="quick (tests, under a minute), reduced (default, a few CPU hours; the "
-                             "report says how long it took), full (the papers' setups, GPU)")
+                        help="quick (tests, under a minute), reduced (default, a few CPU "
+                             "hours; the report says how long it took), full (the papers' "
+                             "setups, GPU)")
     parser.add_argument("--quick", action="store_const", const="quick", dest="scale",
                         help="same as --scale quick")
     parser.add_argument("--claims", help=f"comma-separated subset of: {', '.join(CLAIMS)}")
@@ -286,14 +259,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench_parser(subparsers) -> None:
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
     from stablernn.experiments.benchmark import add_arguments
 
-    parser = subparsers.add_parser(
-        "bench", help="side-by-side speed benchmark of the recurrence engine",
-        description="Time a training step and a forward pass of the Lipschitz RNN and the Sparse "
-                    "Combo Net: GEMM peak and FLOP bound, torch.nn.LSTM, a plain eager loop and "
-                    "stablernn's engine, in one process (needs a source checkout).")
     add_arguments(parser)
 
 
@@ -303,14 +271,60 @@ def _bench(args: argparse.Namespace) -> int:
     return run_benchmark(args)
 
 
-class _WithCommonOptions:
-    """``add_parser`` that gives every verb the common options (``--debug``)."""
+@dataclasses.dataclass(frozen=True)
+class Verb:
+    """One verb of the command line: its help line, description, arguments and handler."""
 
-    def __init__(self, subparsers, common: argparse.ArgumentParser):
-        self.subparsers, self.common = subparsers, common
+    help: str
+    description: str | None
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
 
-    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
-        return self.subparsers.add_parser(name, parents=[self.common], **kwargs)
+
+VERBS = {
+    "train": Verb(
+        "train a model (default: Lipschitz RNN on sequential digits)",
+        "Train a model and write a run directory (config, metrics, checkpoints).",
+        _train_arguments, _train),
+    "eval": Verb(
+        "evaluate a run's best model on its test set",
+        None,
+        _eval_arguments, _eval),
+    "sweep": Verb(
+        "repeats and grids of runs on Ray Tune (extra 'sweep')",
+        "Run a config over seeds and a grid of settings on Ray Tune; each trial is "
+        "an ordinary run directory; writes trials.csv (each trial with its status) "
+        "and summary.md (mean (n) [min]). A failed trial is listed as failed while "
+        "the others are summarised (exit 2). Rerunning the same command keeps "
+        "finished trials, resumes interrupted ones and retries failed ones.",
+        _sweep_arguments, _sweep),
+    "certify": Verb(
+        "certificate of contraction of a trained model",
+        "Print the contraction certificate of a run's model (or a checkpoint file) "
+        "and write certificate.json beside it. Exit status 0 when the model is "
+        "certified as it runs (its own step and method contract in the metric), 1 "
+        "when not, 2 on error.",
+        _certify_arguments, _certify),
+    "analyze": Verb(
+        "Hessian, noise and adversarial robustness of a trained classifier",
+        "Paper 002 section 7 on a run's model: top Hessian eigenvalue, trace and "
+        "condition number; accuracy under white and salt-and-pepper noise; PGD and "
+        "DeepFool. Writes analysis.json and analysis_noise.png into RUN_DIR.",
+        _analyze_arguments, _analyze),
+    "reproduce": Verb(
+        "rerun the papers' claims and write report.md",
+        "Train and analyse what each claim needs (Hessian, noise, attacks, the "
+        "alpha and beta ablations, modules, modularity, sparsity, feedback, sparse feedback), then "
+        "write a report with the paper's statement, the measured table and plot, "
+        "and whether the direction agrees. Rerunning continues where it stopped.",
+        _reproduce_arguments, _reproduce),
+    "bench": Verb(
+        "side-by-side speed benchmark of the recurrence engine",
+        "Time a training step and a forward pass of the Lipschitz RNN and the Sparse "
+        "Combo Net: GEMM peak and FLOP bound, torch.nn.LSTM, a plain eager loop and "
+        "stablernn's engine, in one process (needs a source checkout).",
+        _bench_arguments, _bench),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,19 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of an error instead of its one-line message")
-    subparsers = _WithCommonOptions(subparsers, common)
-    _add_train_parser(subparsers)
-    _add_eval_parser(subparsers)
-    _add_sweep_parser(subparsers)
-    _add_certify_parser(subparsers)
-    _add_analyze_parser(subparsers)
-    _add_reproduce_parser(subparsers)
-    _add_bench_parser(subparsers)
+    for name, verb in VERBS.items():
+        verb.arguments(subparsers.add_parser(name, parents=[common], help=verb.help,
+                                             description=verb.description))
     return parser
-
-
-COMMANDS = {"train": _train, "eval": _eval, "sweep": _sweep, "certify": _certify,
-            "analyze": _analyze, "reproduce": _reproduce, "bench": _bench}
 
 
 def _error_message(error: BaseException) -> str:
@@ -356,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return COMMANDS[args.command](args)
+        return VERBS[args.command].run(args)
     except KeyboardInterrupt as interrupt:
         if args.debug:
             raise
