@@ -185,3 +185,47 @@ def test_a_stale_build_lock_is_removed_before_compiling(tmp_path, monkeypatch):
                         lambda *args, **kwargs: seen.append(lock.exists()) or object())
     native._compile(["-O3"])
     assert seen == [False] and not lock.exists()
+
+
+def test_the_portable_build_is_the_last_resort(fresh_state, monkeypatch, caplog):
+    """x86 multi-versioning failing (another CPU or toolchain) leaves the portable build."""
+    tried = []
+
+    class Kernels:
+        def set_cache_limit(self, limit):
+            self.limit = limit
+
+    def compile_with(flags):
+        tried.append(list(flags))
+        if native.PORTABLE_FLAG not in flags:
+            raise RuntimeError("Error building extension: target_clones is not supported")
+        return Kernels()
+
+    monkeypatch.setattr(native, "_compile", compile_with)
+    with caplog.at_level(logging.WARNING, logger="stablernn.engine"):
+        assert isinstance(native.load(), Kernels)
+    assert tried[-1][-1] == native.PORTABLE_FLAG and len(tried) == len(native._flag_sets())
+    assert "portable build" in caplog.text
+
+
+@pytest.mark.slow
+def test_the_portable_kernels_compile_and_match_the_python_path(tmp_path, monkeypatch):
+    """The build other CPUs get (no target_clones), forced here, computes the states the python
+    path computes."""
+    from torch.utils import cpp_extension
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    flags = [*native._flag_sets()[0], native.PORTABLE_FLAG]
+    kernels = cpp_extension.load_inline(native.extension_name(flags), cpp_sources=[native.SOURCE],
+                                        extra_cflags=flags, extra_ldflags=[
+                                            f for f in flags if f == "-fopenmp"], verbose=False)
+    generator = torch.Generator().manual_seed(0)
+    inputs, h0 = torch.randn(7, 3, 5, generator=generator), torch.randn(3, 5, generator=generator)
+    transition_t = torch.eye(5) + 0.1 * torch.randn(5, 5, generator=generator)
+    recurrent_t = 0.3 * torch.randn(5, 5, generator=generator)
+    empty = h0.new_empty(0)
+    states, _ = kernels.lipschitz_forward(inputs, empty, empty, h0, transition_t, recurrent_t,
+                                          0.1, True)
+    with engine.use_backend("python"):
+        expected, _ = engine.lipschitz_euler(inputs, h0, transition_t, recurrent_t, 0.1)
+    torch.testing.assert_close(states, expected, rtol=1e-5, atol=1e-6)

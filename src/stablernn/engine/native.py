@@ -1,6 +1,6 @@
 """The native (C++) kernels: compiled on first use, cached on disk, optional.
 
-:func:`load` compiles :data:`stablernn.engine._kernels.SOURCE` with
+:func:`load` compiles ``stablernn/engine/csrc/kernels.cpp`` (:data:`SOURCE`) with
 ``torch.utils.cpp_extension.load_inline`` the first time a process needs it (about 35-60 s on a
 2-core machine), into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``); later processes load the cached library in well under a second.
@@ -29,11 +29,13 @@ import shutil
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
-from stablernn.engine._kernels import SOURCE
+SOURCE_FILE = Path(__file__).resolve().parent / "csrc" / "kernels.cpp"
+SOURCE = SOURCE_FILE.read_text()
 
 log = logging.getLogger("stablernn.engine")
 
@@ -51,13 +53,18 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
 
 
+PORTABLE_FLAG = "-DSTABLERNN_PORTABLE"
+
+
 def _flag_sets() -> list[list[str]]:
     """Compiler flags to try, best first. With OpenMP, as torch itself is built on Linux: without
     it, ATen's ``parallel_for`` compiled into the extension runs its chunks one after another on
     the calling thread (correct, but the kernels then use one core)."""
     openmp = (sys.platform.startswith("linux")
               and "parallel backend: OpenMP" in torch.__config__.parallel_info())
-    return [["-O3", "-fopenmp"], ["-O3"]] if openmp else [["-O3"]]
+    flag_sets = [["-O3", "-fopenmp"], ["-O3"]] if openmp else [["-O3"]]
+    # last resort: one portable build, without x86 function multi-versioning
+    return [*flag_sets, [*flag_sets[-1], PORTABLE_FLAG]]
 
 
 def extension_name(flags: list[str] | None = None) -> str:
@@ -161,9 +168,10 @@ def _build() -> tuple[Any, str | None]:
             text = str(error).strip()
             failures.append(text.splitlines()[0] if text else type(error).__name__)
             continue
-        if "-fopenmp" not in flags and len(_flag_sets()) > 1:
-            log.warning("stablernn engine: native kernels built without OpenMP (%s): they run "
-                        "on one thread", failures[0])
+        if failures:
+            what = "the portable build (no x86 multi-versioning)" if PORTABLE_FLAG in flags \
+                else "a build without OpenMP: the kernels run on one thread"
+            log.warning("stablernn engine: native kernels are %s (%s)", what, failures[0])
         break
     else:
         return None, f"native kernels failed to build or load: {failures[0]}"

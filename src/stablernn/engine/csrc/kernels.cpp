@@ -1,31 +1,28 @@
-"""C++ source of the native recurrence kernels (compiled on first use by :mod:`.native`).
-
-One sequential loop per sequence in C++: the matrix products call ATen (MKL on x86 CPUs), the
-elementwise work of a step is one fused pass over raw memory, and the large tensors the loop
-writes (states, stored slopes, per-step gradients) come from a small cache of memory blocks so
-that a training step does not pay the operating system's page faults for ~100 MB of fresh memory
-every time (figures in docs/performance.md). Each intra-op thread runs the
-loop for its own block of batch rows (``over_row_blocks``); built with OpenMP (see
-:func:`stablernn.engine.native._flag_sets`).
-
-Maths (row-vector states, one time step ``t``; the Python docstrings cite the papers):
-
-- Lipschitz RNN, Euler (paper 002, eq. 9): ``z = u_t + h W^T``, ``d = tanh(z)``,
-  ``h' = eps d + h P`` with ``P = (I + eps alpha A)^T``.
-  Backward: ``dz = eps (1 - d^2) g``, ``g_prev = G_prev + [g | dz] [P^T ; W]``; after the loop
-  ``dP = H_prev^T G``, ``dW^T = H_prev^T DZ``, ``du = DZ``.
-- Rate subnetworks with feedback, Euler (paper 000, eq. 5 with eq. 1 parts):
-  ``x' = x P + dt (blocks(phi(x)) + u_t)`` with ``P = (1 - dt) I + dt L^T`` and
-  ``blocks(y)_k = y_k W_k^T``.
-  Backward: ``gu = dt g``, ``g_prev = G_prev + g P^T + phi'(x) * blocks^T(gu)``; after the loop
-  ``dL^T = X_prev^T GU``, ``d(W_k^T) = phi(X_prev)_k^T GU_k``, ``du = GU``.
-
-float32 uses a rational tanh (the minimax approximation Eigen uses, clamped at |x| = 7.9053):
-at most about 3 ulp, 3.6e-7 absolute (``torch.tanh``: 3e-8), checked in the tests; float64 uses
-``std::tanh``.
-"""
-
-SOURCE = r"""
+// stablernn's native recurrence kernels (compiled on first use by stablernn/engine/native.py).
+//
+// One sequential loop per sequence in C++: the matrix products call ATen (MKL on x86 CPUs), the
+// elementwise work of a step is one fused pass over raw memory, and the large tensors the loop
+// writes (states, stored slopes, per-step gradients) come from a small cache of memory blocks so
+// that a training step does not pay the operating system's page faults for ~100 MB of fresh memory
+// every time (figures in docs/performance.md). Each intra-op thread runs the
+// loop for its own block of batch rows (``over_row_blocks``); built with OpenMP (see
+// :func:`stablernn.engine.native._flag_sets`).
+//
+// Maths (row-vector states, one time step ``t``; the Python docstrings cite the papers):
+//
+// - Lipschitz RNN, Euler (paper 002, eq. 9): ``z = u_t + h W^T``, ``d = tanh(z)``,
+//   ``h' = eps d + h P`` with ``P = (I + eps alpha A)^T``.
+//   Backward: ``dz = eps (1 - d^2) g``, ``g_prev = G_prev + [g | dz] [P^T ; W]``; after the loop
+//   ``dP = H_prev^T G``, ``dW^T = H_prev^T DZ``, ``du = DZ``.
+// - Rate subnetworks with feedback, Euler (paper 000, eq. 5 with eq. 1 parts):
+//   ``x' = x P + dt (blocks(phi(x)) + u_t)`` with ``P = (1 - dt) I + dt L^T`` and
+//   ``blocks(y)_k = y_k W_k^T``.
+//   Backward: ``gu = dt g``, ``g_prev = G_prev + g P^T + phi'(x) * blocks^T(gu)``; after the loop
+//   ``dL^T = X_prev^T GU``, ``d(W_k^T) = phi(X_prev)_k^T GU_k``, ``du = GU``.
+//
+// float32 uses a rational tanh (the minimax approximation Eigen uses, clamped at |x| = 7.9053):
+// at most about 3 ulp, 3.6e-7 absolute (``torch.tanh``: 3e-8), checked in the tests; float64 uses
+// ``std::tanh``.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
@@ -212,7 +209,13 @@ inline __attribute__((always_inline)) void lip_bwd_body(int64_t b0, int64_t b1, 
   }
 }
 
+// Function multi-versioning on x86 (AVX-512, AVX2, baseline chosen at load time); other CPUs, or
+// -DSTABLERNN_PORTABLE, get one portable build of the same code.
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(STABLERNN_PORTABLE)
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONES
+#endif
 
 CLONES void lip_fwd_f(int64_t b0, int64_t b1, int64_t n, const float* hm, const float* u, int64_t F, const float* x,
                       const float* w, const float* bias, float eps, float* o, float* d, float* acc) {
@@ -780,4 +783,3 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return y;
   });
 }
-"""
