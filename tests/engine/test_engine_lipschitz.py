@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from stablernn.engine import lipschitz_euler, native, run_cell, use_backend
 from stablernn.models.lipschitz import LipschitzRNN
+from stablernn.models.readouts import SequenceClassifier
 
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 
@@ -244,3 +245,42 @@ def test_wide_inputs_projected_before_the_loop(backend):
     with use_backend(available(backend)):
         assert_matches(engine, loop, inputs, torch.zeros(1, 3, 12, dtype=torch.float64),
                        torch.float64)
+
+
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_the_engine_is_a_registered_torch_operator(backend):
+    """torch.library's own check of the operator: schema, fake (shape) function and autograd
+    registration agree with what it computes, on both paths."""
+    from stablernn.engine.lipschitz import lipschitz_euler_op
+
+    generator = torch.Generator().manual_seed(0)
+
+    def tensor(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
+
+    args = (tensor(5, 3, 2), tensor(4, 2), tensor(4), tensor(3, 4), tensor(4, 4), tensor(4, 4),
+            0.1, backend, True)
+    torch.library.opcheck(lipschitz_euler_op, args)
+    assert torch.ops.stablernn.lipschitz_euler.default is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["euler", "exponential"])
+def test_torch_compile_runs_the_engine_without_a_graph_break(method):
+    """``torch.compile(model, fullgraph=True)`` (which refuses any graph break) trains a
+    Lipschitz RNN through the engine's operator, with the eager model's outputs and gradients."""
+    torch.manual_seed(0)
+    model = SequenceClassifier(
+        LipschitzRNN(1, 16, step_size=0.1, method=method, check_finite=False), 3)
+    eager = copy.deepcopy(model)
+    inputs = torch.randn(10, 4, 1)
+    compiled = torch.compile(model, fullgraph=True)
+    output = compiled(inputs)
+    output.square().sum().backward()
+    expected = eager(inputs)
+    expected.square().sum().backward()
+    torch.testing.assert_close(output, expected)
+    for (name, parameter), (_, reference) in zip(model.named_parameters(),
+                                                 eager.named_parameters()):
+        torch.testing.assert_close(parameter.grad, reference.grad, rtol=1e-5, atol=1e-6,
+                                   msg=name)

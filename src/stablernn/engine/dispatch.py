@@ -41,6 +41,8 @@ _logged: set[tuple[str, str]] = set()
 
 
 def _log_path(model: str, path: str, why: str | None = None) -> None:
+    if torch.compiler.is_compiling():  # logged by the eager runs; a log call would break graphs
+        return
     if (model, path) not in _logged:
         _logged.add((model, path))
         reason = why or (native.fallback_reason() if path == "python" else None)
@@ -75,6 +77,14 @@ def run_plan(plan: Plan, inputs: torch.Tensor, hidden: torch.Tensor,
     if not _uniform(tensors):
         _log_path(name, "loop", "tensors of more than one dtype or device")
         return None
+    if isinstance(plan, LipschitzPlan):  # one custom operator; it picks its path when it runs
+        fused = input_layer is not None and inputs.shape[-1] <= MAX_FUSED_INPUT
+        if not torch.compiler.is_compiling():
+            _log_path(name, native.backend_for(*tensors))
+        return lipschitz_euler(inputs if fused else project(inputs), hidden, plan.transition_t,
+                               plan.recurrent_t, plan.step_size,
+                               input_weight=input_layer.weight if fused else None,
+                               input_bias=input_layer.bias if fused else None)
     if isinstance(plan, NetworkPlan) and plan.method == "splitting":
         _log_path(name, "python", "no native kernel for the splitting step yet")
         return network_splitting(project(inputs), hidden, plan.coupling_t, plan.blocks_t,
@@ -86,10 +96,6 @@ def run_plan(plan: Plan, inputs: torch.Tensor, hidden: torch.Tensor,
         weight, bias = input_layer.weight, input_layer.bias
     else:
         inputs = project(inputs)
-    if isinstance(plan, LipschitzPlan):
-        return lipschitz_euler(inputs, hidden, plan.transition_t, plan.recurrent_t,
-                               plan.step_size, input_weight=weight, input_bias=bias,
-                               backend=backend)
     return network_euler(inputs, hidden, plan.coupling_t, plan.blocks_t, plan.step_size,
                          plan.activation, input_weight=weight, input_bias=bias, backend=backend)
 
