@@ -75,24 +75,27 @@ def test_a_failing_build_falls_back(fresh_state, monkeypatch):
     assert output.shape == (5, 2, 8)
 
 
+class FakeKernels:
+    """What ``_build`` needs of a compiled module, for tests that skip the compiler."""
+
+    def set_cache_limit(self, limit):
+        self.limit = limit
+
+
 def test_a_failing_openmp_build_retries_without_openmp(fresh_state, monkeypatch, caplog):
     """A compiler without OpenMP support still gets native kernels (on one thread), and says so."""
     tried = []
-
-    class Kernels:
-        def set_cache_limit(self, limit):
-            self.limit = limit
 
     def compile_with(flags):
         tried.append(list(flags))
         if "-fopenmp" in flags:
             raise RuntimeError("Error building extension: unsupported option '-fopenmp'")
-        return Kernels()
+        return FakeKernels()
 
     monkeypatch.setattr(native, "_flag_sets", lambda: [["-O3", "-fopenmp"], ["-O3"]])
     monkeypatch.setattr(native, "_compile", compile_with)
     with caplog.at_level(logging.WARNING, logger="stablernn.engine"):
-        assert isinstance(native.load(), Kernels)
+        assert isinstance(native.load(), FakeKernels)
     assert tried == [["-O3", "-fopenmp"], ["-O3"]]
     assert native.fallback_reason() is None
     assert "without OpenMP" in caplog.text and "-fopenmp" in caplog.text
@@ -191,19 +194,15 @@ def test_the_portable_build_is_the_last_resort(fresh_state, monkeypatch, caplog)
     """x86 multi-versioning failing (another CPU or toolchain) leaves the portable build."""
     tried = []
 
-    class Kernels:
-        def set_cache_limit(self, limit):
-            self.limit = limit
-
     def compile_with(flags):
         tried.append(list(flags))
         if native.PORTABLE_FLAG not in flags:
             raise RuntimeError("Error building extension: target_clones is not supported")
-        return Kernels()
+        return FakeKernels()
 
     monkeypatch.setattr(native, "_compile", compile_with)
     with caplog.at_level(logging.WARNING, logger="stablernn.engine"):
-        assert isinstance(native.load(), Kernels)
+        assert isinstance(native.load(), FakeKernels)
     assert tried[-1][-1] == native.PORTABLE_FLAG and len(tried) == len(native._flag_sets())
     assert "portable build" in caplog.text
 
