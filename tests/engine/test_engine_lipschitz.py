@@ -1,5 +1,6 @@
-"""The engine against the plain loop for the Lipschitz RNN (paper 002, eq. 9): states and every
-gradient autograd computes on the loop, for both engine paths (native C++ and pure PyTorch)."""
+"""The engine against the plain loop for the Lipschitz RNN (paper 002, eq. 9 and the RK2 step of
+eq. 10): states and every gradient autograd computes on the loop, for both engine paths (native
+C++ and pure PyTorch)."""
 
 import copy
 
@@ -8,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stablernn.engine import lipschitz_euler, native, run_cell, use_backend
+from stablernn.engine import lipschitz_euler, lipschitz_rk2, native, use_backend
 from stablernn.models.lipschitz import LipschitzRNN
 from stablernn.models.readouts import SequenceClassifier
 
@@ -71,10 +72,10 @@ def assert_matches(layer_engine, layer_loop, inputs, h0, dtype):
         assert engine_error <= max(2 * loop_error, tol * scale), (name, engine_error, loop_error)
 
 
-def make_pair(input_size, hidden, step_size, alpha, dtype, seed, bias=True):
+def make_pair(input_size, hidden, step_size, alpha, dtype, seed, bias=True, method="euler"):
     torch.manual_seed(seed)
     loop = LipschitzRNN(input_size, hidden, step_size=step_size, alpha=alpha, bias=bias,
-                        engine="loop").to(dtype)
+                        method=method, engine="loop").to(dtype)
     with torch.no_grad():  # away from the near -gamma I initialization
         for parameter in loop.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter) / hidden ** 0.5)
@@ -83,15 +84,16 @@ def make_pair(input_size, hidden, step_size, alpha, dtype, seed, bias=True):
     return engine, loop
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 10_000), steps=st.integers(1, 30), batch=st.integers(1, 5),
        hidden=st.integers(1, 12), input_size=st.integers(1, 4),
        step_size=st.floats(0.01, 0.5), alpha=st.floats(0.0, 1.5),
        dtype=st.sampled_from([torch.float32, torch.float64]),
-       backend=st.sampled_from(["native", "python"]), bias=st.booleans())
+       backend=st.sampled_from(["native", "python"]), bias=st.booleans(),
+       method=st.sampled_from(["euler", "rk2"]))
 def test_engine_matches_loop_states_and_gradients(seed, steps, batch, hidden, input_size,
-                                                  step_size, alpha, dtype, backend, bias):
-    engine, loop = make_pair(input_size, hidden, step_size, alpha, dtype, seed, bias)
+                                                  step_size, alpha, dtype, backend, bias, method):
+    engine, loop = make_pair(input_size, hidden, step_size, alpha, dtype, seed, bias, method)
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(steps, batch, input_size, generator=generator).to(dtype)
     h0 = 0.5 * torch.randn(1, batch, hidden, generator=generator).to(dtype)
@@ -117,15 +119,16 @@ def loss_of(output, last, weights, on):
     return (output * weights).sum() + last.pow(2).sum()
 
 
+@pytest.mark.parametrize("method", ["euler", "rk2"])
 @pytest.mark.parametrize("loss_on", ["states", "last"])
 @pytest.mark.parametrize("steps", [1, 31, 32, 33, 100])
 @pytest.mark.parametrize("backend", ["native", "python"])
-def test_inputs_without_grad_match_loop(steps, backend, loss_on):
+def test_inputs_without_grad_match_loop(steps, backend, loss_on, method):
     """Training as it is done (inputs that need no gradient): the native kernels then keep the
     per-step gradient rows in chunks of 32 steps; chunk edges and a partial last chunk agree with
     the loop, with a loss on every state or on the last state only."""
     for dtype in (torch.float64, torch.float32):
-        engine, loop = make_pair(3, 9, 0.2, 1.0, dtype, seed=steps)
+        engine, loop = make_pair(3, 9, 0.2, 1.0, dtype, seed=steps, method=method)
         inputs = torch.randn(steps, 5, 3, dtype=dtype)
         weights = torch.randn(steps, 5, 9, dtype=dtype)
         gradients = []
@@ -140,9 +143,10 @@ def test_inputs_without_grad_match_loop(steps, backend, loss_on):
             assert relative_error(gradients[0][name], expected, floor) < TOLERANCE[dtype], name
 
 
+@pytest.mark.parametrize("method", ["euler", "rk2"])
 @pytest.mark.parametrize("input_size", [2, 40])  # fused input layer, projected inputs
 @pytest.mark.parametrize("threads", [1, 2])
-def test_rows_split_across_threads_matches_loop(input_size, threads):
+def test_rows_split_across_threads_matches_loop(input_size, threads, method):
     """On 2 threads the native kernels run the batch as two blocks of rows, one per thread, for
     the whole sequence (B = 701: uneven blocks); on 1 thread as one block, whose elementwise pass
     is split in row chunks (B N above 16,384). Both agree with the loop, in float64 and float32."""
@@ -150,7 +154,7 @@ def test_rows_split_across_threads_matches_loop(input_size, threads):
     torch.set_num_threads(threads)
     try:
         for dtype in (torch.float64, torch.float32):
-            engine, loop = make_pair(input_size, 24, 0.2, 1.0, dtype, seed=5)
+            engine, loop = make_pair(input_size, 24, 0.2, 1.0, dtype, seed=5, method=method)
             inputs = torch.randn(12, 701, input_size, dtype=dtype)
             h0 = 0.5 * torch.randn(1, 701, 24, dtype=dtype)
             with use_backend(available("native")):
@@ -159,11 +163,12 @@ def test_rows_split_across_threads_matches_loop(input_size, threads):
         torch.set_num_threads(saved)
 
 
+@pytest.mark.parametrize("method", ["euler", "rk2", "exponential"])
 @pytest.mark.parametrize("backend", ["native", "python"])
-def test_engine_matches_stepping_the_cell(backend):
+def test_engine_matches_stepping_the_cell(backend, method):
     """The layer on the engine equals ``cell(x_t, h)`` applied step by step (the cell keeps
     stepping exactly as before)."""
-    engine, _ = make_pair(3, 10, 0.1, 1.0, torch.float64, seed=2)
+    engine, _ = make_pair(3, 10, 0.1, 1.0, torch.float64, seed=2, method=method)
     inputs = torch.randn(25, 4, 3, dtype=torch.float64)
     with use_backend(available(backend)), torch.no_grad():
         output, _ = engine(inputs)
@@ -173,9 +178,10 @@ def test_engine_matches_stepping_the_cell(backend):
             torch.testing.assert_close(output[t], hidden, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["euler", "rk2"])
 @pytest.mark.parametrize("backend", ["native", "python"])
-def test_forward_only_matches_loop(backend):
-    engine, loop = make_pair(2, 16, 0.05, 1.0, torch.float32, seed=5)
+def test_forward_only_matches_loop(backend, method):
+    engine, loop = make_pair(2, 16, 0.05, 1.0, torch.float32, seed=5, method=method)
     inputs = torch.randn(60, 7, 2)
     with use_backend(available(backend)), torch.no_grad():
         out_e, last_e = engine(inputs)
@@ -193,15 +199,18 @@ def test_layouts_batch_first_and_unbatched(batch_first):
     torch.testing.assert_close(engine(unbatched)[0], loop(unbatched)[0], rtol=1e-12, atol=1e-12)
 
 
-def test_rk2_runs_the_loop():
-    layer = LipschitzRNN(2, 5, method="rk2")
-    assert layer.cell.engine_plan() == ("method='rk2' (the engine runs the Euler and "
-                                        "exponential steps)")
-    assert run_cell(layer.cell, torch.randn(3, 2, 2), torch.zeros(2, 5)) is None
-    loop = copy.deepcopy(layer)
-    loop.engine = "loop"
-    inputs = torch.randn(4, 3, 2)
-    torch.testing.assert_close(layer(inputs)[0], loop(inputs)[0], rtol=0, atol=0)
+def test_every_method_has_an_engine_plan():
+    """Euler, RK2 and the exponential step all run on the engine: RK2 with the slope alpha A^T,
+    the others with their transition matrix."""
+    layer = LipschitzRNN(2, 5, method="rk2", alpha=0.5)
+    plan = layer.cell.engine_plan()
+    assert plan.method == "rk2"
+    torch.testing.assert_close(plan.matrix_t, 0.5 * layer.A.t())
+    for method in ("euler", "exponential"):
+        cell = LipschitzRNN(2, 5, method=method).cell
+        plan = cell.engine_plan()
+        assert plan.method == "euler"
+        torch.testing.assert_close(plan.matrix_t, cell.transition().t())
 
 
 def test_engine_argument_is_checked():
@@ -209,9 +218,10 @@ def test_engine_argument_is_checked():
         LipschitzRNN(1, 4, engine="fast")
 
 
+@pytest.mark.parametrize("method", ["euler", "rk2"])
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("backend", ["native", "python"])
-def test_gradcheck(backend, fused):
+def test_gradcheck(backend, fused, method):
     """Finite differences in float64 on the Function itself: projected inputs, or raw inputs
     with the input layer (weight, bias) applied inside the loop."""
     generator = torch.Generator().manual_seed(0)
@@ -223,13 +233,14 @@ def test_gradcheck(backend, fused):
     h0 = make(3, 4)
     transition = (torch.eye(4, dtype=torch.float64) + 0.1 * make(4, 4)).detach().requires_grad_(True)
     recurrent = make(4, 4, scale=0.5)
+    run = lipschitz_rk2 if method == "rk2" else lipschitz_euler
     if fused:
         args = (make(6, 3, 2), h0, transition, recurrent, make(4, 2), make(4))
-        function = (lambda u, h, p, w, weight, bias: lipschitz_euler(
+        function = (lambda u, h, p, w, weight, bias: run(
             u, h, p, w, 0.2, input_weight=weight, input_bias=bias, backend=backend))
     else:
         args = (make(6, 3, 4), h0, transition, recurrent)
-        function = lambda *a: lipschitz_euler(*a, 0.2, backend=backend)  # noqa: E731
+        function = lambda *a: run(*a, 0.2, backend=backend)  # noqa: E731
     with use_backend(available(backend)):
         assert torch.autograd.gradcheck(function, args)
 
@@ -247,11 +258,12 @@ def test_wide_inputs_projected_before_the_loop(backend):
                        torch.float64)
 
 
+@pytest.mark.parametrize("method", ["euler", "rk2"])
 @pytest.mark.parametrize("backend", ["native", "python"])
-def test_the_engine_is_a_registered_torch_operator(backend):
+def test_the_engine_is_a_registered_torch_operator(backend, method):
     """torch.library's own check of the operator: schema, fake (shape) function and autograd
     registration agree with what it computes, on both paths."""
-    from stablernn.engine.lipschitz import lipschitz_euler_op
+    from stablernn.engine.lipschitz import lipschitz_euler_op, lipschitz_rk2_op
 
     generator = torch.Generator().manual_seed(0)
 
@@ -260,12 +272,12 @@ def test_the_engine_is_a_registered_torch_operator(backend):
 
     args = (tensor(5, 3, 2), tensor(4, 2), tensor(4), tensor(3, 4), tensor(4, 4), tensor(4, 4),
             0.1, backend, True)
-    torch.library.opcheck(lipschitz_euler_op, args)
-    assert torch.ops.stablernn.lipschitz_euler.default is not None
+    torch.library.opcheck(lipschitz_rk2_op if method == "rk2" else lipschitz_euler_op, args)
+    assert getattr(torch.ops.stablernn, f"lipschitz_{method}").default is not None
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["euler", "exponential"])
+@pytest.mark.parametrize("method", ["euler", "exponential", "rk2"])
 def test_torch_compile_runs_the_engine_without_a_graph_break(method):
     """``torch.compile(model, fullgraph=True)`` (which refuses any graph break) trains a
     Lipschitz RNN through the engine's operator, with the eager model's outputs and gradients."""

@@ -14,7 +14,7 @@ See ``docs/performance.md`` for what is supported, what falls back, memory, and 
 """
 
 from stablernn.engine.dispatch import ENGINES, run_cell, run_plan
-from stablernn.engine.lipschitz import lipschitz_euler
+from stablernn.engine.lipschitz import lipschitz_euler, lipschitz_rk2
 from stablernn.engine.native import (
     BACKENDS,
     backend_for,
@@ -29,6 +29,6 @@ from stablernn.engine.plans import ACTIVATIONS, Activation, LipschitzPlan, Netwo
 
 __all__ = [
     "ACTIVATIONS", "Activation", "BACKENDS", "ENGINES", "LipschitzPlan", "NetworkPlan", "Plan",
-    "backend_for", "cache_info", "empty_cache", "fallback_reason", "lipschitz_euler",
+    "backend_for", "cache_info", "empty_cache", "fallback_reason", "lipschitz_euler", "lipschitz_rk2",
     "network_euler", "run_cell", "run_plan", "set_backend", "use_backend",
 ]

@@ -7,7 +7,7 @@ loop". Which path ran is logged once per process and path (``stablernn.engine`` 
 Supported (everything else runs the plain loop of ``RecurrentLayer.run``):
 
 - Lipschitz RNN: ``method="euler"`` and ``"exponential"`` (the same kernel with
-  ``T = exp(eps alpha A)``). (RK2 runs the loop.)
+  ``T = exp(eps alpha A)``), and ``"rk2"`` (the midpoint kernel).
 - Networks of networks: ``method="euler"`` (native kernels) and ``"splitting"`` (the PyTorch
   path of :mod:`stablernn.engine.splitting`), every leaf a rate subnetwork (paper 000, eq. 1) of
   one size and one activation (relu, tanh, sigmoid, softplus), so that all run as one batched
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from stablernn.engine import native
-from stablernn.engine.lipschitz import lipschitz_euler
+from stablernn.engine.lipschitz import lipschitz_euler, lipschitz_rk2
 from stablernn.engine.network import network_euler
 from stablernn.engine.plans import LipschitzPlan, NetworkPlan, Plan
 from stablernn.engine.splitting import network_splitting
@@ -67,7 +67,7 @@ def run_plan(plan: Plan, inputs: torch.Tensor, hidden: torch.Tensor,
     the native kernels may apply inside the loop instead (small inputs)."""
     layer = [] if input_layer is None else list(input_layer.parameters())
     if isinstance(plan, LipschitzPlan):
-        matrices = [plan.transition_t, plan.recurrent_t]
+        matrices = [plan.matrix_t, plan.recurrent_t]
     elif isinstance(plan, NetworkPlan):
         matrices = [plan.coupling_t, plan.blocks_t]
         name = f"{name} ({plan.method})"
@@ -81,10 +81,10 @@ def run_plan(plan: Plan, inputs: torch.Tensor, hidden: torch.Tensor,
         fused = input_layer is not None and inputs.shape[-1] <= MAX_FUSED_INPUT
         if not torch.compiler.is_compiling():
             _log_path(name, native.backend_for(*tensors))
-        return lipschitz_euler(inputs if fused else project(inputs), hidden, plan.transition_t,
-                               plan.recurrent_t, plan.step_size,
-                               input_weight=input_layer.weight if fused else None,
-                               input_bias=input_layer.bias if fused else None)
+        run = lipschitz_rk2 if plan.method == "rk2" else lipschitz_euler
+        return run(inputs if fused else project(inputs), hidden, plan.matrix_t, plan.recurrent_t,
+                   plan.step_size, input_weight=input_layer.weight if fused else None,
+                   input_bias=input_layer.bias if fused else None)
     if isinstance(plan, NetworkPlan) and plan.method == "splitting":
         _log_path(name, "python", "no native kernel for the splitting step yet")
         return network_splitting(project(inputs), hidden, plan.coupling_t, plan.blocks_t,

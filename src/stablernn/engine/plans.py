@@ -50,13 +50,21 @@ ACTIVATIONS: dict[str, Activation] = {
 
 @dataclass(frozen=True)
 class LipschitzPlan:
-    """The Lipschitz RNN's step (paper 002, eq. 9, or the exponential step):
-    ``h_{t+1} = eps tanh(u_t + h_t W^T) + h_t P`` with ``P`` the transition (``(I + eps alpha
-    A)^T`` or ``exp(eps alpha A)^T``, ``transition_t``) and ``W^T`` (``recurrent_t``)."""
+    """The Lipschitz RNN's step, row form, ``W^T`` as ``recurrent_t``.
 
-    transition_t: torch.Tensor
+    ``method="euler"`` (paper 002, eq. 9, or the exponential step):
+    ``h_{t+1} = eps tanh(u_t + h_t W^T) + h_t P`` with ``matrix_t`` the transition ``P``
+    (``(I + eps alpha A)^T`` or ``exp(eps alpha A)^T``). ``method="rk2"`` (eq. 10, explicit
+    midpoint): ``matrix_t`` is ``alpha A^T``, the slope of the linear part."""
+
+    matrix_t: torch.Tensor
     recurrent_t: torch.Tensor
     step_size: float
+    method: str = "euler"
+
+    def __post_init__(self) -> None:
+        if self.method not in ("euler", "rk2"):
+            raise ValueError(f"method must be 'euler' or 'rk2', got {self.method!r}")
 
 
 @dataclass(frozen=True)

@@ -167,11 +167,10 @@ class LipschitzCell(LipschitzDynamics, RecurrentCell):
             return identity + self.step_size * linear_t, recurrent_t
         return linear_t, recurrent_t
 
-    def engine_plan(self) -> LipschitzPlan | str:
-        if self.method == "rk2":
-            return "method='rk2' (the engine runs the Euler and exponential steps)"
-        transition_t, recurrent_t = self.prepare()
-        return LipschitzPlan(transition_t, recurrent_t, self.step_size)
+    def engine_plan(self) -> LipschitzPlan:
+        matrix_t, recurrent_t = self.prepare()
+        return LipschitzPlan(matrix_t, recurrent_t, self.step_size,
+                             "rk2" if self.method == "rk2" else "euler")
 
     def step(self, hidden, projected_input, prepared):
         if self.method != "rk2":
@@ -199,8 +198,8 @@ class LipschitzRNN(CellLayer):
 
     ``LipschitzRNN(1, 128, parametrization="contracting", method="exponential", gamma_a=...,
     step_size=...)`` is certified as it runs for every parameter value. ``engine="auto"``
-    (default) runs Euler and exponential steps on the recurrence engine (one autograd Function
-    with hand-written BPTT), RK2 in the plain loop.
+    (default) runs every method on the recurrence engine (one torch operator per sequence, with
+    hand-written BPTT; :mod:`stablernn.engine`); ``engine="loop"`` runs the plain autograd loop.
     """
 
     cell_class = LipschitzCell

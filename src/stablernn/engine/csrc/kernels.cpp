@@ -14,6 +14,8 @@
 //   ``h' = eps d + h P`` with ``P = (I + eps alpha A)^T``.
 //   Backward: ``dz = eps (1 - d^2) g``, ``g_prev = G_prev + [g | dz] [P^T ; W]``; after the loop
 //   ``dP = H_prev^T G``, ``dW^T = H_prev^T DZ``, ``du = DZ``.
+// - Lipschitz RNN, RK2 (paper 002, eq. 10, explicit midpoint): two such products per step (see
+//   the RK2 section).
 // - Rate subnetworks with feedback, Euler (paper 000, eq. 5 with eq. 1 parts):
 //   ``x' = x P + dt (blocks(phi(x)) + u_t)`` with ``P = (1 - dt) I + dt L^T`` and
 //   ``blocks(y)_k = y_k W_k^T``.
@@ -502,6 +504,226 @@ std::vector<Tensor> lipschitz_backward(Tensor G, Tensor G_last, Tensor states, T
   return grads;
 }
 
+// ------------------------------------------------------------------ Lipschitz RNN, RK2
+// The explicit midpoint step (paper 002, eq. 10) with f(h) = h L + tanh(h W^T + u), L = alpha A^T:
+//   hm1 = h [L | W^T],   d1 = tanh(hm1[:, N:] + u),   mid = h + eps/2 (hm1[:, :N] + d1)
+//   hm2 = mid [L | W^T], d2 = tanh(hm2[:, N:] + u),   h' = h + eps (hm2[:, :N] + d2)
+// Backward, g the gradient of h': r2 = [eps g | eps (1 - d2^2) g], gmid = r2 [L^T ; W],
+//   r1 = [eps/2 gmid | eps/2 (1 - d1^2) gmid], g_prev = G_prev + g + gmid + r1 [L^T ; W];
+//   [dL | dW^T] += mid^T r2 + h^T r1, du = the right halves of r1 + r2.
+
+// First half-step, row by row: u from its rows or the fused input layer (then kept in ub for the
+// second half); mid <- h + half (hm[:, :N] + d1); d1 stored when given.
+template <typename S>
+inline __attribute__((always_inline)) void rk2_half_body(int64_t b0, int64_t b1, int64_t n,
+    const S* __restrict h, const S* __restrict hm, const S* __restrict u, int64_t F,
+    const S* __restrict x, const S* __restrict winT, const S* __restrict bias, S half,
+    S* __restrict mid, S* __restrict d1, S* __restrict ub) {
+  for (int64_t b = b0; b < b1; ++b) {
+    const S* a = hm + b * 2 * n; const S* zr = a + n; const S* hr = h + b * n; S* mr = mid + b * n;
+    const S* ur;
+    if (u != nullptr) ur = u + b * n;
+    else { input_row<S>(n, F, x + b * F, winT, bias, ub + b * n); ur = ub + b * n; }
+    for (int64_t i = 0; i < n; ++i) {
+      const S d = tanh_of(zr[i] + ur[i]);
+      mr[i] = hr[i] + half * (a[i] + d);
+      if (d1 != nullptr) d1[b * n + i] = d;
+    }
+  }
+}
+
+// Second half-step: out <- h + eps (hm[:, :N] + d2); d2 stored when given.
+template <typename S>
+inline __attribute__((always_inline)) void rk2_full_body(int64_t b0, int64_t b1, int64_t n,
+    const S* __restrict h, const S* __restrict hm, const S* __restrict u, S eps,
+    S* __restrict out, S* __restrict d2) {
+  for (int64_t b = b0; b < b1; ++b) {
+    const S* a = hm + b * 2 * n; const S* zr = a + n; const S* hr = h + b * n;
+    const S* ur = u + b * n; S* o = out + b * n;
+    for (int64_t i = 0; i < n; ++i) {
+      const S d = tanh_of(zr[i] + ur[i]);
+      o[i] = hr[i] + eps * (a[i] + d);
+      if (d2 != nullptr) d2[b * n + i] = d;
+    }
+  }
+}
+
+// r (B, 2N) <- [scale g | scale (1 - d^2) g]; du <- (or +=, when accumulate) the right half.
+template <typename S>
+inline __attribute__((always_inline)) void rk2_bwd_body(int64_t b0, int64_t b1, int64_t n,
+    const S* __restrict g, const S* __restrict d, S scale, S* __restrict r, S* __restrict du,
+    bool accumulate) {
+  for (int64_t b = b0; b < b1; ++b) {
+    const S* gr = g + b * n; const S* dr = d + b * n; S* row = r + b * 2 * n; S* dur = du + b * n;
+    for (int64_t i = 0; i < n; ++i) {
+      const S a = scale * (S(1) - dr[i] * dr[i]) * gr[i];
+      row[i] = scale * gr[i];
+      row[n + i] = a;
+      dur[i] = accumulate ? dur[i] + a : a;
+    }
+  }
+}
+
+CLONES void rk2_half_f(int64_t b0, int64_t b1, int64_t n, const float* h, const float* hm, const float* u, int64_t F,
+                       const float* x, const float* w, const float* bias, float half, float* mid, float* d1, float* ub) {
+  rk2_half_body<float>(b0, b1, n, h, hm, u, F, x, w, bias, half, mid, d1, ub); }
+void rk2_half_d(int64_t b0, int64_t b1, int64_t n, const double* h, const double* hm, const double* u, int64_t F,
+                const double* x, const double* w, const double* bias, double half, double* mid, double* d1, double* ub) {
+  rk2_half_body<double>(b0, b1, n, h, hm, u, F, x, w, bias, half, mid, d1, ub); }
+CLONES void rk2_full_f(int64_t b0, int64_t b1, int64_t n, const float* h, const float* hm, const float* u, float eps, float* o, float* d2) {
+  rk2_full_body<float>(b0, b1, n, h, hm, u, eps, o, d2); }
+void rk2_full_d(int64_t b0, int64_t b1, int64_t n, const double* h, const double* hm, const double* u, double eps, double* o, double* d2) {
+  rk2_full_body<double>(b0, b1, n, h, hm, u, eps, o, d2); }
+CLONES void rk2_bwd_f(int64_t b0, int64_t b1, int64_t n, const float* g, const float* d, float scale, float* r, float* du, bool acc) {
+  rk2_bwd_body<float>(b0, b1, n, g, d, scale, r, du, acc); }
+void rk2_bwd_d(int64_t b0, int64_t b1, int64_t n, const double* g, const double* d, double scale, double* r, double* du, bool acc) {
+  rk2_bwd_body<double>(b0, b1, n, g, d, scale, r, du, acc); }
+
+inline void rk2_half(int64_t b0, int64_t b1, int64_t n, const float* h, const float* hm, const float* u, int64_t F, const float* x,
+                     const float* w, const float* bias, double half, float* mid, float* d1, float* ub) {
+  rk2_half_f(b0, b1, n, h, hm, u, F, x, w, bias, float(half), mid, d1, ub); }
+inline void rk2_half(int64_t b0, int64_t b1, int64_t n, const double* h, const double* hm, const double* u, int64_t F, const double* x,
+                     const double* w, const double* bias, double half, double* mid, double* d1, double* ub) {
+  rk2_half_d(b0, b1, n, h, hm, u, F, x, w, bias, half, mid, d1, ub); }
+inline void rk2_full(int64_t b0, int64_t b1, int64_t n, const float* h, const float* hm, const float* u, double eps, float* o, float* d2) {
+  rk2_full_f(b0, b1, n, h, hm, u, float(eps), o, d2); }
+inline void rk2_full(int64_t b0, int64_t b1, int64_t n, const double* h, const double* hm, const double* u, double eps, double* o, double* d2) {
+  rk2_full_d(b0, b1, n, h, hm, u, eps, o, d2); }
+inline void rk2_bwd(int64_t b0, int64_t b1, int64_t n, const float* g, const float* d, double scale, float* r, float* du, bool acc) {
+  rk2_bwd_f(b0, b1, n, g, d, float(scale), r, du, acc); }
+inline void rk2_bwd(int64_t b0, int64_t b1, int64_t n, const double* g, const double* d, double scale, double* r, double* du, bool acc) {
+  rk2_bwd_d(b0, b1, n, g, d, scale, r, du, acc); }
+
+// As lipschitz_forward, with L = alpha A^T in place of the transition. Returns the states and,
+// when store, (3, T, B, N): the midpoints, d1 and d2 of every step.
+std::vector<Tensor> lipschitz_rk2_forward(Tensor inputs, Tensor win, Tensor bias, Tensor h0, Tensor L,
+                                          Tensor Wt, double eps, bool store) {
+  check_cpu(inputs, "inputs"); check_cpu(h0, "h0"); check_cpu(L, "linear"); check_cpu(Wt, "recurrent");
+  const bool fused = win.numel() > 0;
+  const int64_t T = inputs.size(0), B = inputs.size(1), N = h0.size(1);
+  const int64_t F = fused ? inputs.size(2) : 0;
+  auto opts = inputs.options();
+  const StepProduct step_product(at::cat({L, Wt}, 1).contiguous());
+  Tensor winT = fused ? win.t().contiguous() : at::empty({0}, opts);
+  Tensor b = bias.contiguous();
+  auto states = pooled_empty({T, B, N}, opts);
+  auto saved = store ? pooled_empty({3, T, B, N}, opts) : at::empty({0}, opts);
+  const int64_t blocks = row_blocks(B, N);
+  AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "lipschitz_rk2_forward", [&] {
+    const scalar_t* in = inputs.data_ptr<scalar_t>();
+    const scalar_t* wp = ptr_or_null<scalar_t>(winT);
+    const scalar_t* bp = ptr_or_null<scalar_t>(b);
+    scalar_t* sp = store ? saved.data_ptr<scalar_t>() : nullptr;
+    over_row_blocks(B, blocks, [&](int64_t, int64_t r0, int64_t r1) {
+      const int64_t R = r1 - r0;
+      Tensor hm = at::empty({R, 2 * N}, opts);
+      Tensor mid_rows = at::empty({R, N}, opts);  // the midpoints when they are not stored
+      Tensor ub = at::empty({fused ? R : 0, N}, opts);  // u of the fused input layer
+      Tensor h = h0.narrow(0, r0, R);
+      for (int64_t t = 0; t < T; ++t) {
+        Tensor st = states.select(0, t).narrow(0, r0, R);
+        const int64_t row = (t * B + r0) * N;
+        Tensor mid = store ? saved.select(0, 0).select(0, t).narrow(0, r0, R) : mid_rows;
+        const scalar_t* hp = h.data_ptr<scalar_t>();
+        const scalar_t* up = fused ? ub.data_ptr<scalar_t>() : in + row;
+        step_product(hm, h, Tensor());
+        over_rows<scalar_t>(R, N, [&](int64_t b0, int64_t b1, scalar_t*) {
+          rk2_half(b0, b1, N, hp, hm.data_ptr<scalar_t>(), fused ? nullptr : up, F,
+                   fused ? in + (t * B + r0) * F : nullptr, wp, bp, 0.5 * eps,
+                   mid.data_ptr<scalar_t>(), store ? sp + T * B * N + row : nullptr,
+                   fused ? ub.data_ptr<scalar_t>() : nullptr);
+        });
+        step_product(hm, mid, Tensor());
+        over_rows<scalar_t>(R, N, [&](int64_t b0, int64_t b1, scalar_t*) {
+          rk2_full(b0, b1, N, hp, hm.data_ptr<scalar_t>(), up, eps, st.data_ptr<scalar_t>(),
+                   store ? sp + 2 * T * B * N + row : nullptr);
+        });
+        h = st;
+      }
+    });
+  });
+  return {states, saved};
+}
+
+// As lipschitz_backward (G, G_last, inputs, win, bias), with saved from lipschitz_rk2_forward.
+// Returns grads of (inputs, win, bias, h0, L, Wt). The rows r2, r1 of a chunk of CHUNK steps feed
+// that chunk's weight gradient, one GEMM each over its CHUNK * B rows.
+std::vector<Tensor> lipschitz_rk2_backward(Tensor G, Tensor G_last, Tensor states, Tensor saved,
+                                           Tensor inputs, Tensor win, Tensor bias, Tensor h0,
+                                           Tensor L, Tensor Wt, double eps, bool need_inputs) {
+  check_cpu(G, "grad"); check_cpu(G_last, "grad of the last state");
+  check_cpu(states, "states"); check_cpu(saved, "saved");
+  const bool fused = win.numel() > 0;
+  const bool per_step = G.numel() > 0;
+  const int64_t T = states.size(0), B = states.size(1), N = states.size(2);
+  auto opts = states.options();
+  const StepProduct step_product(at::cat({L.t(), Wt.t()}, 0).contiguous());
+  const int64_t chunk = std::min(T, CHUNK);
+  Tensor second = pooled_empty({chunk, B, 2 * N}, opts), first = pooled_empty({chunk, B, 2 * N}, opts);
+  const bool keep_du = !fused || need_inputs;  // du returned (or needed for the input's grad)
+  Tensor du = keep_du ? pooled_empty({T, B, N}, opts) : at::empty({0}, opts);
+  Tensor midpoints = saved.select(0, 0);
+  auto grad_M = at::zeros({N, 2 * N}, opts);
+  auto chunk_weight_grads = [&](int64_t t0, int64_t t1) {  // steps [t0, t1), rows at slot t - t0
+    const int64_t steps = t1 - t0;
+    grad_M.addmm_(midpoints.narrow(0, t0, steps).reshape({steps * B, N}).t(),
+                  second.narrow(0, 0, steps).reshape({steps * B, 2 * N}));
+    int64_t from = t0;
+    if (t0 == 0) { grad_M.addmm_(h0.t(), first.select(0, 0)); from = 1; }
+    if (t1 > from) {
+      grad_M.addmm_(states.narrow(0, from - 1, t1 - from).reshape({(t1 - from) * B, N}).t(),
+                    first.narrow(0, from - t0, t1 - from).reshape({(t1 - from) * B, 2 * N}));
+    }
+  };
+  auto grad_h0 = at::empty({B, N}, opts);
+  const int64_t F = fused ? inputs.size(2) : 0;
+  const int64_t blocks = row_blocks(B, N);
+  std::vector<InputGrads> input_grads;
+  for (int64_t c = 0; c < blocks; ++c) input_grads.emplace_back(fused ? N : 0, F, opts);
+  Tensor g_next = per_step ? G.select(0, T - 1).clone() : at::zeros({B, N}, opts);
+  if (G_last.numel() > 0) g_next.add_(G_last);
+  AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "lipschitz_rk2_backward", [&] {
+    const scalar_t* d1 = saved.select(0, 1).data_ptr<scalar_t>();
+    const scalar_t* d2 = saved.select(0, 2).data_ptr<scalar_t>();
+    for (int64_t t1 = T; t1 > 0;) {
+      const int64_t t0 = ((t1 - 1) / chunk) * chunk;
+      over_row_blocks(B, blocks, [&](int64_t c, int64_t r0, int64_t r1) {
+        const int64_t R = r1 - r0;
+        Tensor g = g_next.narrow(0, r0, R);
+        Tensor gmid = at::empty({R, N}, opts), addend = at::empty({R, N}, opts);
+        Tensor du_rows = at::empty({keep_du ? 0 : R, N}, opts);  // du of one step when not kept
+        for (int64_t t = t1 - 1; t >= t0; --t) {
+          const int64_t row = (t * B + r0) * N;
+          Tensor r2 = second.select(0, t - t0).narrow(0, r0, R);
+          Tensor r1rows = first.select(0, t - t0).narrow(0, r0, R);
+          scalar_t* dup = keep_du ? du.data_ptr<scalar_t>() + row : du_rows.data_ptr<scalar_t>();
+          over_rows<scalar_t>(R, N, [&](int64_t b0, int64_t b1, scalar_t*) {
+            rk2_bwd(b0, b1, N, g.data_ptr<scalar_t>(), d2 + row, eps, r2.data_ptr<scalar_t>(), dup, false);
+          });
+          step_product(gmid, r2, Tensor());
+          over_rows<scalar_t>(R, N, [&](int64_t b0, int64_t b1, scalar_t*) {
+            rk2_bwd(b0, b1, N, gmid.data_ptr<scalar_t>(), d1 + row, 0.5 * eps, r1rows.data_ptr<scalar_t>(), dup, true);
+          });
+          if (fused) input_grads[c].add<scalar_t>(R, dup, N, inputs.data_ptr<scalar_t>() + (t * B + r0) * F);
+          at::add_out(addend, g, gmid);
+          if (t > 0 && per_step) addend.add_(G.select(0, t - 1).narrow(0, r0, R));
+          step_product(t > 0 ? g : grad_h0.narrow(0, r0, R), r1rows, addend);
+        }
+      });
+      chunk_weight_grads(t0, t1);
+      t1 = t0;
+    }
+  });
+  for (int64_t c = 1; c < blocks; ++c) input_grads[0].acc.add_(input_grads[c].acc);
+  std::vector<Tensor> grads;
+  if (fused) grads = input_grads[0].finish(du.reshape({-1, N}), inputs, win, bias, need_inputs);
+  else grads = {du, at::empty({0}, opts), at::empty({0}, opts)};
+  grads.push_back(grad_h0);
+  grads.push_back(grad_M.narrow(1, 0, N).contiguous());
+  grads.push_back(grad_M.narrow(1, N, N).contiguous());
+  return grads;
+}
+
 // ------------------------------------------------------------------ rate blocks elementwise
 // s (B, K*n) holds x P on entry; y (K, B, n) the block products; u rows (B, K*n) or the fused
 // input layer. s <- s + dt (y + u); phik (K, B, n) <- phi(s); ph (B, K*n) <- phi(s) when given.
@@ -768,6 +990,8 @@ std::vector<Tensor> network_backward(Tensor G, Tensor G_last, Tensor states, Ten
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lipschitz_forward", &lipschitz_forward);
   m.def("lipschitz_backward", &lipschitz_backward);
+  m.def("lipschitz_rk2_forward", &lipschitz_rk2_forward);
+  m.def("lipschitz_rk2_backward", &lipschitz_rk2_backward);
   m.def("network_forward", &network_forward);
   m.def("network_backward", &network_backward);
   m.def("empty_cache", &empty_cache);
