@@ -223,8 +223,11 @@ def test_the_portable_kernels_compile_and_match_the_python_path(tmp_path, monkey
     transition_t = torch.eye(5) + 0.1 * torch.randn(5, 5, generator=generator)
     recurrent_t = 0.3 * torch.randn(5, 5, generator=generator)
     empty = h0.new_empty(0)
-    states, _ = kernels.lipschitz_forward(inputs, empty, empty, h0, transition_t, recurrent_t,
-                                          0.1, True)
-    with engine.use_backend("python"):
-        expected, _ = engine.lipschitz_euler(inputs, h0, transition_t, recurrent_t, 0.1)
-    torch.testing.assert_close(states, expected, rtol=1e-5, atol=1e-6)
+    tanh = engine.ACTIVATIONS["tanh"].native_code
+    for kernel, reference in ((kernels.lipschitz_forward, engine.lipschitz_euler),
+                              (kernels.lipschitz_rk2_forward, engine.lipschitz_rk2)):
+        states, _ = kernel(inputs, empty, empty, h0, transition_t, recurrent_t, 0.1, tanh, True,
+                           True)
+        with engine.use_backend("python"):
+            expected, _ = reference(inputs, h0, transition_t, recurrent_t, 0.1)
+        torch.testing.assert_close(states, expected, rtol=1e-5, atol=1e-6)

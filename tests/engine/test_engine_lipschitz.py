@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stablernn.engine import lipschitz_euler, lipschitz_rk2, native, use_backend
@@ -85,6 +85,9 @@ def make_pair(input_size, hidden, step_size, alpha, dtype, seed, bias=True, meth
 
 
 @settings(max_examples=40, deadline=None)
+@example(seed=0, steps=1, batch=1, hidden=1, input_size=1, step_size=0.5, alpha=0.0,
+         dtype=torch.float64, backend="native", bias=True,
+         method="euler")  # float64 input-layer gradients once aliased each other (CI)
 @given(seed=st.integers(0, 10_000), steps=st.integers(1, 30), batch=st.integers(1, 5),
        hidden=st.integers(1, 12), input_size=st.integers(1, 4),
        step_size=st.floats(0.01, 0.5), alpha=st.floats(0.0, 1.5),
@@ -271,7 +274,7 @@ def test_the_engine_is_a_registered_torch_operator(backend, method):
         return torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
 
     args = (tensor(5, 3, 2), tensor(4, 2), tensor(4), tensor(3, 4), tensor(4, 4), tensor(4, 4),
-            0.1, backend, True)
+            0.1, "tanh", backend, True, True)
     torch.library.opcheck(lipschitz_rk2_op if method == "rk2" else lipschitz_euler_op, args)
     assert getattr(torch.ops.stablernn, f"lipschitz_{method}").default is not None
 

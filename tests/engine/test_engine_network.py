@@ -9,7 +9,14 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from stablernn.engine import native, network_euler, run_cell, use_backend
+from stablernn.engine import (
+    native,
+    network_euler,
+    network_rk2,
+    network_splitting,
+    run_cell,
+    use_backend,
+)
 from stablernn.models.assembly import Assembly, HierarchicalConnection
 from stablernn.models.network import NetworkOfNetworks, SparseComboNet, SVDComboNet
 from stablernn.models.subnetworks import ProductSubnetwork, SVDSubnetwork, SymmetricSubnetwork
@@ -193,7 +200,6 @@ def test_forward_only_and_stepping_the_cell(backend):
 
 def unsupported_layers():
     torch.manual_seed(0)
-    yield "rk2", SVDComboNet(2, num_subnetworks=2, subnetwork_size=3, method="rk2")
     yield "sizes", NetworkOfNetworks(2, Assembly([SVDSubnetwork(3), SVDSubnetwork(4)]))
     yield "activations", NetworkOfNetworks(
         2, Assembly([SVDSubnetwork(3, "relu"), SVDSubnetwork(3, "tanh")]))
@@ -220,12 +226,17 @@ def test_engine_argument_passes_through_combo_nets():
         SVDComboNet(1, num_subnetworks=2, subnetwork_size=2, engine="cuda")
 
 
+RECURRENCES = {"euler": network_euler, "rk2": network_rk2, "splitting": network_splitting}
+
+
+@pytest.mark.parametrize("method", list(RECURRENCES))
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("backend", ["native", "python"])
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "softplus"])
-def test_gradcheck(backend, activation, fused):
-    """Finite differences in float64 on the Function: projected inputs, or raw inputs with the
+def test_gradcheck(backend, activation, fused, method):
+    """Finite differences in float64 on the operator: projected inputs, or raw inputs with the
     input layer applied inside the loop."""
+    run = RECURRENCES[method]
     generator = torch.Generator().manual_seed(1)
 
     def make(*shape, scale=1.0):
@@ -235,12 +246,12 @@ def test_gradcheck(backend, activation, fused):
     x0, feedback, blocks = make(2, 6), make(6, 6, scale=0.3), make(3, 2, 2, scale=0.5)
     if fused:
         args = (make(5, 2, 3), x0, feedback, blocks, make(6, 3), make(6))
-        function = (lambda u, x, f, b, weight, bias: network_euler(
+        function = (lambda u, x, f, b, weight, bias: run(
             u, x, f, b, 0.2, activation, input_weight=weight, input_bias=bias,
             backend=available(backend)))
     else:
         args = (make(5, 2, 6), x0, feedback, blocks)
-        function = lambda *a: network_euler(*a, 0.2, activation, backend=available(backend))  # noqa: E731
+        function = lambda *a: run(*a, 0.2, activation, backend=available(backend))  # noqa: E731
     assert torch.autograd.gradcheck(function, args)
 
 
@@ -275,3 +286,60 @@ def test_splitting_engine_matches_the_loop_in_states_and_gradients(activation):
     assert torch.allclose(out_engine, out_loop, atol=1e-12)
     for engine_grad, loop_grad in zip(grads_engine, grads_loop):
         assert torch.allclose(engine_grad, loop_grad, atol=1e-10)
+
+
+@pytest.mark.parametrize("last_only", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("net", ["sparse", "svd"])
+@pytest.mark.parametrize("method", ["rk2", "splitting"])
+def test_rk2_and_splitting_match_the_loop(method, net, dtype, last_only):
+    """The networks' RK2 (explicit midpoint) and splitting steps on the engine: states and every
+    gradient as the plain loop computes them, Sparse (fixed blocks) and SVD (trained blocks)."""
+    torch.manual_seed(3)
+    if net == "sparse":
+        layer = SparseComboNet(2, num_subnetworks=3, subnetwork_size=4, density=0.5, seed=1,
+                               step_size=0.2, method=method, feedback_init_std=0.3)
+    else:
+        layer = SVDComboNet(2, num_subnetworks=3, subnetwork_size=4, step_size=0.2,
+                            method=method, feedback_init_std=0.3)
+    assert layer.cell.engine_plan().method == method
+    engine, loop = perturbed_pair(layer, dtype, seed=6, scale=0.1)
+    assert_matches(engine, loop, steps=40, batch=3, dtype=dtype, last_only=last_only)
+
+
+@pytest.mark.parametrize("method", list(RECURRENCES))
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_the_network_recurrences_are_registered_torch_operators(method, backend):
+    """torch.library's own check of each network operator (schema, shapes, autograd)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def tensor(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
+
+    operator = getattr(torch.ops.stablernn, f"network_{method}")
+    args = (tensor(5, 3, 2), tensor(6, 2), tensor(6), tensor(3, 6), tensor(6, 6),
+            tensor(3, 2, 2), 0.1, "tanh", available(backend), True, True)
+    torch.library.opcheck(operator.default, args)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["euler", "splitting"])
+def test_torch_compile_runs_a_combo_net_without_a_graph_break(method):
+    """``torch.compile(model, fullgraph=True)`` trains an SVD Combo Net through the engine's
+    operators, with the eager model's outputs and gradients."""
+    from stablernn.models.readouts import SequenceClassifier
+
+    torch.manual_seed(0)
+    model = SequenceClassifier(SVDComboNet(1, num_subnetworks=2, subnetwork_size=4,
+                                           method=method, check_finite=False), 3)
+    eager = copy.deepcopy(model)
+    inputs = torch.randn(10, 4, 1)
+    output = torch.compile(model, fullgraph=True)(inputs)
+    output.square().sum().backward()
+    expected = eager(inputs)
+    expected.square().sum().backward()
+    torch.testing.assert_close(output, expected)
+    for (name, parameter), (_, reference) in zip(model.named_parameters(),
+                                                 eager.named_parameters()):
+        torch.testing.assert_close(parameter.grad, reference.grad, rtol=1e-5, atol=1e-6,
+                                   msg=name)

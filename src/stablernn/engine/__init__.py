@@ -1,4 +1,4 @@
-"""A fast recurrence engine: whole sequences as one autograd Function with hand-written BPTT.
+"""A fast recurrence engine: whole sequences as one torch operator with hand-written BPTT.
 
 The layers use it by default (``engine="auto"``) where it supports the configuration and run
 their plain loop otherwise (``engine="loop"`` forces the loop). A cell hands the engine a typed
@@ -7,8 +7,11 @@ the same maths:
 
 - ``native``: C++ kernels, JIT-compiled on first use and cached (:mod:`stablernn.engine.native`),
   for float32 / float64 on the CPU;
-- ``python``: the same Functions in PyTorch ops (any device; the automatic fallback when no
-  compiler is available).
+- ``python``: the same recurrences in PyTorch ops (any device; the automatic fallback when no
+  compiler is available, and the only path of the steps without a kernel yet).
+
+Each recurrence is one torch custom operator (:mod:`stablernn.engine.operators`), whichever path
+runs it.
 
 See ``docs/performance.md`` for what is supported, what falls back, memory, and measurements.
 """
@@ -24,11 +27,12 @@ from stablernn.engine.native import (
     set_backend,
     use_backend,
 )
-from stablernn.engine.network import network_euler
+from stablernn.engine.network import network_euler, network_rk2
 from stablernn.engine.plans import ACTIVATIONS, Activation, LipschitzPlan, NetworkPlan, Plan
+from stablernn.engine.splitting import network_splitting
 
 __all__ = [
     "ACTIVATIONS", "Activation", "BACKENDS", "ENGINES", "LipschitzPlan", "NetworkPlan", "Plan",
     "backend_for", "cache_info", "empty_cache", "fallback_reason", "lipschitz_euler", "lipschitz_rk2",
-    "network_euler", "run_cell", "run_plan", "set_backend", "use_backend",
+    "network_euler", "network_rk2", "network_splitting", "run_cell", "run_plan", "set_backend", "use_backend",
 ]

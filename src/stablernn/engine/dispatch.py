@@ -8,10 +8,11 @@ Supported (everything else runs the plain loop of ``RecurrentLayer.run``):
 
 - Lipschitz RNN: ``method="euler"`` and ``"exponential"`` (the same kernel with
   ``T = exp(eps alpha A)``), and ``"rk2"`` (the midpoint kernel).
-- Networks of networks: ``method="euler"`` (native kernels) and ``"splitting"`` (the PyTorch
-  path of :mod:`stablernn.engine.splitting`), every leaf a rate subnetwork (paper 000, eq. 1) of
-  one size and one activation (relu, tanh, sigmoid, softplus), so that all run as one batched
-  group, and no hierarchical connections. (RK2, mixed sizes or activations, Lipschitz parts and
+- Networks of networks: ``method="euler"`` (native kernels), ``"rk2"`` and ``"splitting"``
+  (the engine's PyTorch path: :func:`stablernn.engine.network.network_rk2`,
+  :mod:`stablernn.engine.splitting`), every leaf a rate subnetwork (paper 000, eq. 1) of one
+  size and one activation (relu, tanh, sigmoid, softplus), so that all run as one batched group,
+  and no hierarchical connections. (Mixed sizes or activations, Lipschitz parts and
   hierarchical connections run the loop.)
 - Tensors: one floating dtype and one device for inputs, state and parameters. The native C++
   kernels take float32 / float64 on the CPU; the pure-PyTorch path takes the rest (CUDA
@@ -28,7 +29,7 @@ from torch import nn
 
 from stablernn.engine import native
 from stablernn.engine.lipschitz import lipschitz_euler, lipschitz_rk2
-from stablernn.engine.network import network_euler
+from stablernn.engine.network import network_euler, network_rk2
 from stablernn.engine.plans import LipschitzPlan, NetworkPlan, Plan
 from stablernn.engine.splitting import network_splitting
 
@@ -38,6 +39,8 @@ ENGINES = ("auto", "loop")
 # unit and step); larger inputs are projected with one matmul before the loop.
 MAX_FUSED_INPUT = 32
 _logged: set[tuple[str, str]] = set()
+NETWORK_RECURRENCES = {"euler": network_euler, "rk2": network_rk2, "splitting": network_splitting}
+PYTHON_ONLY = (network_rk2, network_splitting)  # no native kernel yet
 
 
 def _log_path(model: str, path: str, why: str | None = None) -> None:
@@ -67,9 +70,12 @@ def run_plan(plan: Plan, inputs: torch.Tensor, hidden: torch.Tensor,
     the native kernels may apply inside the loop instead (small inputs)."""
     layer = [] if input_layer is None else list(input_layer.parameters())
     if isinstance(plan, LipschitzPlan):
-        matrices = [plan.matrix_t, plan.recurrent_t]
+        run = lipschitz_rk2 if plan.method == "rk2" else lipschitz_euler
+        matrices, settings = [plan.matrix_t, plan.recurrent_t], (plan.step_size,)
     elif isinstance(plan, NetworkPlan):
+        run = NETWORK_RECURRENCES[plan.method]
         matrices = [plan.coupling_t, plan.blocks_t]
+        settings = (plan.step_size, plan.activation)
         name = f"{name} ({plan.method})"
     else:
         raise TypeError(f"plan must be a LipschitzPlan or a NetworkPlan, got {type(plan).__name__}")
@@ -77,27 +83,15 @@ def run_plan(plan: Plan, inputs: torch.Tensor, hidden: torch.Tensor,
     if not _uniform(tensors):
         _log_path(name, "loop", "tensors of more than one dtype or device")
         return None
-    if isinstance(plan, LipschitzPlan):  # one custom operator; it picks its path when it runs
-        fused = input_layer is not None and inputs.shape[-1] <= MAX_FUSED_INPUT
-        if not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling():  # the operator picks the same path when it runs
+        if run in PYTHON_ONLY:
+            _log_path(name, "python", f"no native kernel for the {plan.method} step yet")
+        else:
             _log_path(name, native.backend_for(*tensors))
-        run = lipschitz_rk2 if plan.method == "rk2" else lipschitz_euler
-        return run(inputs if fused else project(inputs), hidden, plan.matrix_t, plan.recurrent_t,
-                   plan.step_size, input_weight=input_layer.weight if fused else None,
-                   input_bias=input_layer.bias if fused else None)
-    if isinstance(plan, NetworkPlan) and plan.method == "splitting":
-        _log_path(name, "python", "no native kernel for the splitting step yet")
-        return network_splitting(project(inputs), hidden, plan.coupling_t, plan.blocks_t,
-                                 plan.step_size, plan.activation)
-    backend = native.backend_for(*tensors)
-    _log_path(name, backend)
-    weight = bias = None
-    if backend == "native" and input_layer is not None and inputs.shape[-1] <= MAX_FUSED_INPUT:
-        weight, bias = input_layer.weight, input_layer.bias
-    else:
-        inputs = project(inputs)
-    return network_euler(inputs, hidden, plan.coupling_t, plan.blocks_t, plan.step_size,
-                         plan.activation, input_weight=weight, input_bias=bias, backend=backend)
+    fused = input_layer is not None and inputs.shape[-1] <= MAX_FUSED_INPUT
+    return run(inputs if fused else project(inputs), hidden, *matrices, *settings,
+               input_weight=input_layer.weight if fused else None,
+               input_bias=input_layer.bias if fused else None)
 
 
 def run_cell(cell: Any, inputs: torch.Tensor, hidden: torch.Tensor,

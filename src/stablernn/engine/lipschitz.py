@@ -33,22 +33,14 @@ the forward also stores the midpoints and both ``tanh`` values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
-
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-from stablernn.engine import native
-from stablernn.engine._outputs import dense_or_empty, last_state_gradient, standard_strides, unroll
-
-
-def _empty(like: Tensor) -> Tensor:
-    return like.new_empty(0)
+from stablernn.engine import operators
+from stablernn.engine._outputs import last_state_gradient, unroll
+from stablernn.engine.operators import Recurrence
 
 
-def _python_forward(u, h0, transition_t, recurrent_t, step_size, slope=None):
+def _python_forward(u, h0, transition_t, recurrent_t, step_size, _activation="tanh", slope=None):
     """The loop of ``LipschitzCell.step`` (same ops, bitwise the same states), writing into one
     preallocated output; ``slope`` receives ``eps (1 - d^2)`` for the backward when given."""
 
@@ -62,7 +54,8 @@ def _python_forward(u, h0, transition_t, recurrent_t, step_size, slope=None):
     return unroll(u, h0, step_into)
 
 
-def _python_backward(grad_states, grad_last, states, slope, h0, transition_t, recurrent_t):
+def _python_backward(grad_states, grad_last, states, slope, h0, transition_t, recurrent_t,
+                     _step_size=None, _activation="tanh", _need_recurrent=True):
     """BPTT of :func:`_python_forward`: gradients of ``(u, h0, transition_t, recurrent_t)``."""
     grad = None if grad_states is None else grad_states.contiguous()
     steps, _, size = states.shape
@@ -90,7 +83,7 @@ def _python_backward(grad_states, grad_last, states, slope, h0, transition_t, re
     return drive_grads, grad_h0, grad_transition, grad_recurrent
 
 
-def _rk2_python_forward(u, h0, linear_t, recurrent_t, step_size, saved=None):
+def _rk2_python_forward(u, h0, linear_t, recurrent_t, step_size, _activation="tanh", saved=None):
     """The explicit midpoint loop of ``LipschitzCell.step`` (``method="rk2"``); ``saved``
     ``(3, T, B, N)`` receives the midpoints, ``d1`` and ``d2`` for the backward when given."""
     half = 0.5 * step_size
@@ -109,7 +102,7 @@ def _rk2_python_forward(u, h0, linear_t, recurrent_t, step_size, saved=None):
 
 
 def _rk2_python_backward(grad_states, grad_last, states, saved, h0, linear_t, recurrent_t,
-                         step_size):
+                         step_size, _activation="tanh", _need_recurrent=True):
     """BPTT of :func:`_rk2_python_forward`: with ``g`` the gradient of ``h_{t+1}``,
     ``r2 = [eps g | eps (1 - d2^2) g]``, ``g_mid = r2 [L^T ; W]``,
     ``r1 = [eps/2 g_mid | eps/2 (1 - d1^2) g_mid]``,
@@ -139,177 +132,14 @@ def _rk2_python_backward(grad_states, grad_last, states, saved, h0, linear_t, re
     return grad_u, g, grad_matrices[:, :size].clone(), grad_matrices[:, size:].clone()
 
 
-def _euler_python_backward(grad_states, grad_last, states, saved, h0, transition_t, recurrent_t,
-                           step_size):
-    return _python_backward(grad_states, grad_last, states, saved, h0, transition_t, recurrent_t)
-
-
-def _native_path(backend: str, *tensors: Tensor) -> bool:
-    return (backend or native.backend_for(*tensors)) == "native"
-
-
-@dataclass(frozen=True)
-class _Method:
-    """One step of the Lipschitz RNN on both paths: the native kernels' names, the PyTorch
-    loops, and how many ``(T, B, N)`` tensors the forward saves for the backward."""
-
-    native_forward: str
-    native_backward: str
-    python_forward: Callable
-    python_backward: Callable
-    saved_count: int
-
-
-def _euler_python_forward(u, h0, transition_t, recurrent_t, step_size, saved=None):
-    return _python_forward(u, h0, transition_t, recurrent_t, step_size, saved)
-
-
-_METHODS = {
-    "euler": _Method("lipschitz_forward", "lipschitz_backward", _euler_python_forward,
-                     _euler_python_backward, 1),
-    "rk2": _Method("lipschitz_rk2_forward", "lipschitz_rk2_backward", _rk2_python_forward,
-                   _rk2_python_backward, 3),
-}
-
-
-def _saved_shape(method: _Method, inputs: Tensor, h0: Tensor) -> tuple[int, ...]:
-    shape = (inputs.shape[0], inputs.shape[1], h0.shape[1])
-    return shape if method.saved_count == 1 else (method.saved_count, *shape)
-
-
-def _define_operator(name: str, method: _Method):
-    """Register ``stablernn::<name>`` and its backward ``stablernn::<name>_backward`` as torch
-    custom operators with their shapes and autograd formula; returns the forward operator."""
-
-    def forward(inputs: Tensor, input_weight: Optional[Tensor], input_bias: Optional[Tensor],
-                h0: Tensor, transition_t: Tensor, recurrent_t: Tensor, step_size: float,
-                backend: str, store: bool) -> tuple[Tensor, Tensor, Tensor]:
-        tensors = [t for t in (inputs, input_weight, input_bias, h0, transition_t, recurrent_t)
-                   if t is not None]
-        if _native_path(backend, *tensors):
-            states, saved = getattr(native.load(), method.native_forward)(
-                inputs, _empty(h0) if input_weight is None else input_weight,
-                _empty(h0) if input_bias is None else input_bias, h0, transition_t, recurrent_t,
-                step_size, store)
-        else:
-            u = inputs if input_weight is None else F.linear(inputs, input_weight, input_bias)
-            saved = u.new_empty(_saved_shape(method, u, h0)) if store else None
-            states = method.python_forward(u, h0, transition_t, recurrent_t, step_size, saved)
-        return states, states[-1].clone(), saved if store else _empty(h0)
-
-    forward.__doc__ = (f"``(states, last, saved)`` of ``{name}``; ``saved`` is what the backward "
-                       "needs of the forward when ``store`` (empty otherwise). ``backend``: "
-                       "``'native'``, ``'python'`` or ``''`` (pick).")
-    operator = torch.library.custom_op(f"stablernn::{name}", forward, mutates_args=())
-
-    @operator.register_fake
-    def _(inputs, input_weight, input_bias, h0, transition_t, recurrent_t, step_size, backend,
-          store):
-        shape = (inputs.shape[0], inputs.shape[1], h0.shape[1])
-        return (inputs.new_empty(shape), h0.new_empty(h0.shape),
-                inputs.new_empty(_saved_shape(method, inputs, h0)) if store else h0.new_empty(0))
-
-    def backward(grad_states: Optional[Tensor], grad_last: Optional[Tensor], states: Tensor,
-                 saved: Tensor, inputs: Tensor, input_weight: Optional[Tensor],
-                 input_bias: Optional[Tensor], h0: Tensor, transition_t: Tensor,
-                 recurrent_t: Tensor, step_size: float, backend: str,
-                 need_inputs: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-        tensors = [t for t in (inputs, input_weight, input_bias, h0, transition_t, recurrent_t)
-                   if t is not None]
-        if _native_path(backend, *tensors):
-            grads = getattr(native.load(), method.native_backward)(
-                dense_or_empty(grad_states, h0), dense_or_empty(grad_last, h0), states, saved,
-                inputs, _empty(h0) if input_weight is None else input_weight,
-                _empty(h0) if input_bias is None else input_bias, h0, transition_t, recurrent_t,
-                step_size, need_inputs)
-            grad_inputs, grad_weight, grad_bias, grad_h0, grad_transition, grad_recurrent = grads
-            # the kernels return both matrix gradients as views of one (N, 2N) buffer
-            grad_transition = grad_transition.clone(memory_format=torch.contiguous_format)
-            grad_recurrent = grad_recurrent.clone(memory_format=torch.contiguous_format)
-        else:
-            grad_u, grad_h0, grad_transition, grad_recurrent = method.python_backward(
-                grad_states, grad_last, states, saved, h0, transition_t, recurrent_t, step_size)
-            grad_inputs, grad_weight, grad_bias = grad_u, None, None
-            if input_weight is not None:  # the input layer, applied before the loop
-                rows = grad_u.reshape(-1, grad_u.shape[-1])
-                grad_inputs = grad_u @ input_weight
-                grad_weight = rows.t() @ inputs.reshape(-1, inputs.shape[-1])
-                grad_bias = None if input_bias is None else rows.sum(0)
-        return (grad_inputs.contiguous() if need_inputs else _empty(h0),
-                _empty(h0) if input_weight is None else standard_strides(grad_weight),
-                _empty(h0) if input_bias is None else grad_bias.contiguous(),
-                grad_h0.contiguous(), grad_transition.contiguous(), grad_recurrent.contiguous())
-
-    backward.__doc__ = ("Gradients of ``(inputs, input_weight, input_bias, h0, transition_t, "
-                        "recurrent_t)``, each empty where that input is absent (or, for "
-                        "``inputs``, not ``need_inputs``).")
-    backward_operator = torch.library.custom_op(f"stablernn::{name}_backward", backward,
-                                                mutates_args=())
-
-    @backward_operator.register_fake
-    def _(grad_states, grad_last, states, saved, inputs, input_weight, input_bias, h0,
-          transition_t, recurrent_t, step_size, backend, need_inputs):
-        def like(tensor):
-            return h0.new_empty(0) if tensor is None else tensor.new_empty(tensor.shape)
-
-        return (inputs.new_empty(inputs.shape) if need_inputs else h0.new_empty(0),
-                like(input_weight), like(input_bias), like(h0), like(transition_t),
-                like(recurrent_t))
-
-    def setup_context(ctx, inputs, output):
-        x, weight, bias, h0, transition_t, recurrent_t, step_size, backend, _ = inputs
-        states, _, saved = output
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(states, saved, x, weight, bias, h0, transition_t, recurrent_t)
-        # the backward must take the forward's path (what it saved differs), whatever the
-        # backend is when it runs
-        tensors = [t for t in (x, weight, bias, h0, transition_t, recurrent_t) if t is not None]
-        ctx.step_size = step_size
-        ctx.backend = "native" if _native_path(backend, *tensors) else "python"
-
-    def autograd_backward(ctx, grad_states, grad_last, _grad_saved):
-        if grad_states is None and grad_last is None:
-            return (None,) * 9
-        states, saved, x, weight, bias, h0, transition_t, recurrent_t = ctx.saved_tensors
-        need_inputs = ctx.needs_input_grad[0]
-        grads = backward_operator(grad_states, grad_last, states, saved, x, weight, bias, h0,
-                                  transition_t, recurrent_t, ctx.step_size, ctx.backend,
-                                  need_inputs)
-        grad_inputs, grad_weight, grad_bias, grad_h0, grad_transition, grad_recurrent = grads
-        return (grad_inputs if need_inputs else None, None if weight is None else grad_weight,
-                None if bias is None else grad_bias, grad_h0, grad_transition, grad_recurrent,
-                None, None, None)
-
-    operator.register_autograd(autograd_backward, setup_context=setup_context)
-    backward_operator.register_autograd(_refuse_second_derivatives,
-                                        setup_context=lambda ctx, inputs, output: None)
-    return operator
-
-
-def _refuse_second_derivatives(ctx, *grads):
-    raise RuntimeError(
-        "the engine's backward is differentiable once only: second derivatives through "
-        "stablernn's recurrence engine are not available. For Hessians build the loss with "
-        "stablernn.analysis.loss_closure (it runs the plain loop), or construct the layer with "
-        "engine='loop'")
-
-
-lipschitz_euler_op = _define_operator("lipschitz_euler", _METHODS["euler"])
-lipschitz_rk2_op = _define_operator("lipschitz_rk2", _METHODS["rk2"])
-
-
-def _run(operator, inputs, h0, matrix_t, recurrent_t, step_size, input_weight, input_bias,
-         backend):
-    tensors = [inputs, h0, matrix_t, recurrent_t, input_weight, input_bias]
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                                  for t in tensors)
-    contiguous = [None if t is None else t.contiguous() for t in tensors]
-    inputs, h0, matrix_t, recurrent_t, input_weight, input_bias = contiguous
-    if not backend and not torch.compiler.is_compiling():  # eager: fix the path here
-        backend = native.backend_for(*[t for t in contiguous if t is not None])
-    states, last, _ = operator(inputs, input_weight, input_bias, h0, matrix_t, recurrent_t,
-                               float(step_size), backend or "", needs_grad)
-    return states, last
+EULER = Recurrence(_python_forward, _python_backward,
+                   lambda steps, batch, size, _store_recurrent: (steps, batch, size),
+                   "lipschitz_forward", "lipschitz_backward")
+RK2 = Recurrence(_rk2_python_forward, _rk2_python_backward,
+                 lambda steps, batch, size, _store_recurrent: (3, steps, batch, size),
+                 "lipschitz_rk2_forward", "lipschitz_rk2_backward")
+lipschitz_euler_op = operators.define("lipschitz_euler", EULER)
+lipschitz_rk2_op = operators.define("lipschitz_rk2", RK2)
 
 
 def lipschitz_euler(inputs: torch.Tensor, h0: torch.Tensor, transition_t: torch.Tensor,
@@ -330,8 +160,8 @@ def lipschitz_euler(inputs: torch.Tensor, h0: torch.Tensor, transition_t: torch.
     Differentiable in every tensor. ``backend``: ``"native"`` or ``"python"``; ``None`` picks
     (:func:`stablernn.engine.native.backend_for`).
     """
-    return _run(lipschitz_euler_op, inputs, h0, transition_t, recurrent_t, step_size,
-                input_weight, input_bias, backend)
+    return operators.run(lipschitz_euler_op, inputs, h0, transition_t, recurrent_t, step_size,
+                         "tanh", input_weight, input_bias, backend)
 
 
 def lipschitz_rk2(inputs: torch.Tensor, h0: torch.Tensor, linear_t: torch.Tensor,
@@ -349,5 +179,5 @@ def lipschitz_rk2(inputs: torch.Tensor, h0: torch.Tensor, linear_t: torch.Tensor
     ``stablernn::lipschitz_rk2``; arguments as :func:`lipschitz_euler`, with ``linear_t`` in
     place of the transition. The forward stores the midpoints and both ``tanh`` values (three
     O(T B N) tensors) for the backward."""
-    return _run(lipschitz_rk2_op, inputs, h0, linear_t, recurrent_t, step_size, input_weight,
-                input_bias, backend)
+    return operators.run(lipschitz_rk2_op, inputs, h0, linear_t, recurrent_t, step_size, "tanh",
+                         input_weight, input_bias, backend)

@@ -1,4 +1,4 @@
-"""Networks of rate subnetworks with feedback: the Euler recurrence of a whole sequence.
+"""Networks of rate subnetworks with feedback: the Euler and RK2 recurrences of a whole sequence.
 
 Paper 000, eq. 5 with eq. 1 parts and tau = 1, K same-size blocks of n units (N = K n), in row
 form (states ``(B, N)``)::
@@ -24,16 +24,9 @@ from __future__ import annotations
 
 import torch
 
-from stablernn.engine import native
-from stablernn.engine._outputs import (
-    dense_or_empty,
-    empty_like,
-    last_state_gradient,
-    run_sequence,
-    sequence_backward,
-    standard_strides,
-    unroll,
-)
+from stablernn.engine import operators
+from stablernn.engine._outputs import last_state_gradient, unroll
+from stablernn.engine.operators import Recurrence
 from stablernn.engine.plans import ACTIVATIONS
 
 
@@ -55,8 +48,11 @@ def _mix(values: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     return mixed.transpose(0, 1).reshape(batch, size)
 
 
-def check_blocks(blocks_t: torch.Tensor, state: torch.Tensor) -> None:
-    """The stacked ``(K, n, n)`` blocks cover the ``K n`` units of the state."""
+def check_network(blocks_t: torch.Tensor, state: torch.Tensor, activation: str) -> None:
+    """The stacked ``(K, n, n)`` blocks cover the ``K n`` units of the state; a known
+    activation."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     if blocks_t.dim() != 3 or blocks_t.shape[0] * blocks_t.shape[1] != state.shape[-1]:
         raise ValueError(f"blocks {tuple(blocks_t.shape)} do not cover {state.shape[-1]} units")
 
@@ -66,42 +62,11 @@ def _transition(feedback_t: torch.Tensor, step_size: float) -> torch.Tensor:
     return eye.mul_(1.0 - step_size).add_(feedback_t, alpha=step_size)
 
 
-class _NativeNetworkEuler(torch.autograd.Function):
-    """Native kernels; ``inputs`` projected ``(T, B, N)`` or raw ``(T, B, F)`` with the input
-    layer's weight (and bias) applied inside the loop."""
-
-    @staticmethod
-    def forward(ctx, inputs, input_weight, input_bias, x0, feedback_t, blocks_t, step_size,
-                activation):
-        ctx.set_materialize_grads(False)
-        need_blocks = ctx.needs_input_grad[5]
-        weight = empty_like(x0) if input_weight is None else input_weight
-        bias = empty_like(x0) if input_bias is None else input_bias
-        states, phi = native.load().network_forward(
-            inputs, weight, bias, x0, feedback_t, blocks_t, step_size,
-            ACTIVATIONS[activation].native_code, need_blocks)
-        ctx.save_for_backward(states, inputs, weight, bias, x0, feedback_t, blocks_t, phi)
-        ctx.step_size, ctx.activation, ctx.need_blocks = step_size, activation, need_blocks
-        ctx.has_weight, ctx.has_bias = input_weight is not None, input_bias is not None
-        return states, states[-1].clone()
-
-    @sequence_backward
-    def backward(ctx, grad_states, grad_last):
-        states, inputs, weight, bias, x0, feedback_t, blocks_t, phi = ctx.saved_tensors
-        (grad_inputs, grad_weight, grad_bias, grad_x0, grad_feedback,
-         grad_blocks) = native.load().network_backward(
-            dense_or_empty(grad_states, x0), dense_or_empty(grad_last, x0), states, inputs, weight,
-            bias, x0, feedback_t, blocks_t, phi,
-            ctx.step_size, ACTIVATIONS[ctx.activation].native_code, ctx.need_blocks,
-            ctx.needs_input_grad[0])
-        return (grad_inputs if ctx.needs_input_grad[0] else None,
-                standard_strides(grad_weight) if ctx.has_weight else None,
-                grad_bias if ctx.has_bias else None,
-                grad_x0, grad_feedback, grad_blocks if ctx.need_blocks else None, None, None)
-
-
 def _python_forward(u, x0, feedback_t, blocks_t, step_size, activation, phi_store=None):
+    """The Euler loop; ``phi_store`` receives ``phi(x_t)`` of every step's start (the block
+    weights' gradient) when given and not empty."""
     transition = _transition(feedback_t, step_size)
+    phi_store = phi_store if phi_store is not None and phi_store.numel() else None
 
     def step_into(t, x, out):
         phi = _phi(activation, x)
@@ -113,45 +78,99 @@ def _python_forward(u, x0, feedback_t, blocks_t, step_size, activation, phi_stor
     return unroll(u, x0, step_into)
 
 
-class _PythonNetworkEuler(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, x0, feedback_t, blocks_t, step_size, activation):
-        ctx.set_materialize_grads(False)
-        need_blocks = ctx.needs_input_grad[3]
-        phi = torch.empty_like(u) if need_blocks else None
-        states = _python_forward(u, x0, feedback_t, blocks_t, step_size, activation, phi)
-        ctx.save_for_backward(states, x0, feedback_t, blocks_t, phi)
-        ctx.step_size, ctx.activation, ctx.need_blocks = step_size, activation, need_blocks
-        return states, states[-1].clone()
+def _python_backward(grad_states, grad_last, states, phi, x0, feedback_t, blocks_t, step_size,
+                     activation, need_blocks):
+    """BPTT of :func:`_python_forward` (module docstring): gradients of ``(u, x0, L^T, W_k^T)``."""
+    grad = None if grad_states is None else grad_states.contiguous()
+    steps, batch, size = states.shape
+    count, block = blocks_t.shape[0], blocks_t.shape[1]
+    transition_t = _transition(feedback_t, step_size).t()
+    blocks = blocks_t.transpose(1, 2)
+    scaled = torch.empty_like(states)  # dt * g_t: the input gradient
+    g = last_state_gradient(torch.empty_like(x0), grad, grad_last)
+    for t in range(steps - 1, -1, -1):
+        gu = torch.mul(g, step_size, out=scaled[t])
+        back = _mix(gu, blocks)
+        previous = states[t - 1] if t > 0 else x0
+        back.mul_(_phi_slope(activation, previous))
+        g_prev = (torch.mm(g, transition_t) if t == 0 or grad is None
+                  else torch.addmm(grad[t - 1], g, transition_t))
+        g = g_prev.add_(back)
+    grad_feedback = x0.t() @ scaled[0]
+    if steps > 1:
+        grad_feedback.addmm_(states[:-1].reshape(-1, size).t(), scaled[1:].reshape(-1, size))
+    grad_blocks = None
+    if need_blocks:
+        phi_blocks = phi.reshape(-1, count, block).permute(1, 2, 0)
+        grad_blocks = torch.bmm(phi_blocks, scaled.reshape(-1, count, block).transpose(0, 1))
+    return scaled, g, grad_feedback, grad_blocks
 
-    @sequence_backward
-    def backward(ctx, grad_states, grad_last):
-        states, x0, feedback_t, blocks_t, phi = ctx.saved_tensors
-        dt, activation = ctx.step_size, ctx.activation
-        grad = None if grad_states is None else grad_states.contiguous()
-        steps, batch, size = states.shape
-        count, block = blocks_t.shape[0], blocks_t.shape[1]
-        transition_t = _transition(feedback_t, dt).t()
-        blocks = blocks_t.transpose(1, 2)
-        scaled = torch.empty_like(states)  # dt * g_t: the input gradient
-        g = last_state_gradient(torch.empty_like(x0), grad, grad_last)
-        for t in range(steps - 1, -1, -1):
-            gu = torch.mul(g, dt, out=scaled[t])
-            back = _mix(gu, blocks)
-            previous = states[t - 1] if t > 0 else x0
-            back.mul_(_phi_slope(activation, previous))
-            g_prev = (torch.mm(g, transition_t) if t == 0 or grad is None
-                      else torch.addmm(grad[t - 1], g, transition_t))
-            g = g_prev.add_(back)
-        grad_x0 = g
-        grad_feedback = x0.t() @ scaled[0]
-        if steps > 1:
-            grad_feedback.addmm_(states[:-1].reshape(-1, size).t(), scaled[1:].reshape(-1, size))
-        grad_blocks = None
-        if ctx.need_blocks:
-            phi_blocks = phi.reshape(-1, count, block).permute(1, 2, 0)
-            grad_blocks = torch.bmm(phi_blocks, scaled.reshape(-1, count, block).transpose(0, 1))
-        return scaled, grad_x0, grad_feedback, grad_blocks, None, None
+
+def _rk2_forward(u, x0, feedback_t, blocks_t, step_size, activation, midpoints=None):
+    """The explicit midpoint loop of ``AssemblyCell.step`` (``method="rk2"``), with
+    ``f(x) = x (L^T - I) + blocks(phi(x)) + u``; ``midpoints`` receives every step's midpoint
+    when given."""
+    coupling = feedback_t - torch.eye(feedback_t.shape[0], dtype=feedback_t.dtype,
+                                      device=feedback_t.device)
+
+    def field(x, t):
+        return torch.addmm(_mix(_phi(activation, x), blocks_t).add_(u[t]), x, coupling)
+
+    def step_into(t, x, out):
+        midpoint = field(x, t).mul_(0.5 * step_size).add_(x)
+        torch.add(x, field(midpoint, t), alpha=step_size, out=out)
+        if midpoints is not None:
+            midpoints[t].copy_(midpoint)
+
+    return unroll(u, x0, step_into)
+
+
+def _rk2_backward(grad_states, grad_last, states, midpoints, x0, feedback_t, blocks_t, step_size,
+                  activation, need_blocks):
+    """BPTT of :func:`_rk2_forward`. With ``g`` the gradient of ``x_{t+1}``, ``a = dt g``,
+    ``b = dt/2 g_mid``: ``g_mid = a C^T + phi'(mid) * blocks^T(a)``,
+    ``g_t = G_t + g + g_mid + b C^T + phi'(x_t) * blocks^T(b)`` (``C = L^T - I``); after the
+    loop ``dL^T = Mid^T A + X_prev^T B``, ``d(W_k^T) = phi(Mid)_k^T A_k + phi(X_prev)_k^T B_k``,
+    ``du = A + B``."""
+    grad = None if grad_states is None else grad_states.contiguous()
+    steps, batch, size = states.shape
+    count, block = blocks_t.shape[0], blocks_t.shape[1]
+    coupling_t = (feedback_t - torch.eye(size, dtype=feedback_t.dtype,
+                                         device=feedback_t.device)).t()
+    blocks = blocks_t.transpose(1, 2)
+    previous = torch.cat([x0.unsqueeze(0), states[:-1]])
+    second = torch.empty_like(states)  # dt g
+    first = torch.empty_like(states)  # dt/2 g_mid
+
+    def pull(rows, at):  # rows C^T + phi'(at) * blocks^T(rows)
+        return torch.addmm(_mix(rows, blocks).mul_(_phi_slope(activation, at)), rows, coupling_t)
+
+    g = last_state_gradient(torch.empty_like(x0), grad, grad_last)
+    for t in range(steps - 1, -1, -1):
+        g_mid = pull(torch.mul(g, step_size, out=second[t]), midpoints[t])
+        g = pull(torch.mul(g_mid, 0.5 * step_size, out=first[t]), previous[t]).add_(g).add_(g_mid)
+        if t > 0 and grad is not None:
+            g.add_(grad[t - 1])
+    grad_feedback = (midpoints.reshape(-1, size).t() @ second.reshape(-1, size)).addmm_(
+        previous.reshape(-1, size).t(), first.reshape(-1, size))
+    grad_blocks = None
+    if need_blocks:
+        def block_grad(at, rows):
+            phi = _phi(activation, at).reshape(-1, count, block).permute(1, 2, 0)
+            return torch.bmm(phi, rows.reshape(-1, count, block).transpose(0, 1))
+
+        grad_blocks = block_grad(midpoints, second) + block_grad(previous, first)
+    return first + second, g, grad_feedback, grad_blocks
+
+
+EULER = Recurrence(
+    _python_forward, _python_backward,
+    lambda steps, batch, size, store_blocks: (steps, batch, size) if store_blocks else (0,),
+    "network_forward", "network_backward")
+RK2 = Recurrence(_rk2_forward, _rk2_backward,
+                 lambda steps, batch, size, _store_blocks: (steps, batch, size))
+network_euler_op = operators.define("network_euler", EULER)
+network_rk2_op = operators.define("network_rk2", RK2)
 
 
 def network_euler(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tensor,
@@ -161,7 +180,8 @@ def network_euler(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tens
                   backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(states, last)``: the states ``(T, B, N)`` of K same-size rate subnetworks joined by
     feedback, Euler (paper 000, eq. 5 with eq. 1 parts), and the last state ``(B, N)`` as a
-    separate tensor (see :func:`stablernn.engine.lipschitz.lipschitz_euler`).
+    separate tensor (see :func:`stablernn.engine.lipschitz.lipschitz_euler`); the torch operator
+    ``stablernn::network_euler``.
 
     ``inputs``: ``U s_t + b`` for all steps ``(T, B, N)``, or the raw inputs ``(T, B, F)`` when
     ``input_weight`` (``(N, F)``) and optionally ``input_bias`` are given (the native path then
@@ -169,11 +189,21 @@ def network_euler(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tens
     ``(N, N)``; ``blocks_t``: stacked ``W_k^T`` ``(K, n, n)`` with ``K n = N``; ``step_size``:
     dt; ``activation``: one of relu, tanh, sigmoid, softplus. Differentiable in every tensor.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-    check_blocks(blocks_t, x0)
-    step_size = float(step_size)
-    return run_sequence(inputs, x0, (feedback_t, blocks_t), input_weight, input_bias, backend,
-                        _NativeNetworkEuler, "network_forward", _PythonNetworkEuler,
-                        _python_forward, extra=(step_size, activation),
-                        kernel_extra=(step_size, ACTIVATIONS[activation].native_code))
+    check_network(blocks_t, x0, activation)
+    return operators.run(network_euler_op, inputs, x0, feedback_t, blocks_t, step_size,
+                         activation, input_weight, input_bias, backend)
+
+
+def network_rk2(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tensor,
+                blocks_t: torch.Tensor, step_size: float, activation: str = "relu",
+                input_weight: torch.Tensor | None = None,
+                input_bias: torch.Tensor | None = None,
+                backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(states, last)`` of the same networks with the explicit midpoint (RK2) step of
+    ``AssemblyCell(method="rk2")``: ``mid = x + dt/2 f(x)``, ``x' = x + dt f(mid)``,
+    ``f(x) = -x + blocks(phi(x)) + x L^T + u_t`` (input held over the step). The torch operator
+    ``stablernn::network_rk2``, PyTorch path only (no native kernel yet); arguments as
+    :func:`network_euler`. The forward also stores the midpoints."""
+    check_network(blocks_t, x0, activation)
+    return operators.run(network_rk2_op, inputs, x0, feedback_t, blocks_t, step_size, activation,
+                         input_weight, input_bias, backend)

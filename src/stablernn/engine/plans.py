@@ -71,8 +71,8 @@ class LipschitzPlan:
 class NetworkPlan:
     """K same-size rate subnetworks joined by feedback (paper 000, eq. 5 with eq. 1 parts).
 
-    ``method="euler"``: ``coupling_t`` is ``L^T``; ``"splitting"``: it is the feedback's step
-    ``Q^T``. ``blocks_t``: the stacked ``W_k^T``, ``(K, n, n)``; ``activation``: a key of
+    ``method="euler"`` or ``"rk2"``: ``coupling_t`` is ``L^T``; ``"splitting"``: it is the
+    feedback's step ``Q^T``. ``blocks_t``: the stacked ``W_k^T``, ``(K, n, n)``; ``activation``: a key of
     :data:`ACTIVATIONS`."""
 
     method: str
@@ -82,8 +82,8 @@ class NetworkPlan:
     activation: str
 
     def __post_init__(self) -> None:
-        if self.method not in ("euler", "splitting"):
-            raise ValueError(f"method must be 'euler' or 'splitting', got {self.method!r}")
+        if self.method not in ("euler", "rk2", "splitting"):
+            raise ValueError(f"method must be 'euler', 'rk2' or 'splitting', got {self.method!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, "
                              f"got {self.activation!r}")

@@ -7,7 +7,7 @@ blocks of n units, ``E^T = Q^T`` the feedback's step (``flow_t``, the Cayley tra
     y_t = x_t E^T,     x_{t+1} = (1 - dt) y_t + dt (blocks(phi(y_t)) + u_t)
 
 with ``blocks(z)_k = z_k W_k^T`` (a batched product over the blocks). Pure PyTorch (any
-device and dtype), one autograd Function with hand-written BPTT; no native kernel yet.
+device and dtype), one torch operator with hand-written BPTT; no native kernel yet.
 
 Backward: with ``gu_t = dt g_t`` (g the gradient of ``x_{t+1}``),
 ``gy_t = (1 - dt) g_t + phi'(y_t) * blocks^T(gu_t)`` and ``g_{t-1} = G_{t-1} + gy_t E``. After
@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import torch
 
-from stablernn.engine._outputs import last_state_gradient, run_sequence, sequence_backward, unroll
-from stablernn.engine.network import _mix, _phi, _phi_slope, check_blocks
+from stablernn.engine import operators
+from stablernn.engine._outputs import last_state_gradient, unroll
+from stablernn.engine.network import _mix, _phi, _phi_slope, check_network
+from stablernn.engine.operators import Recurrence
 
 
-def _forward(u, x0, flow_t, blocks_t, step_size, activation):
+def _forward(u, x0, flow_t, blocks_t, step_size, activation, _saved=None):
     def step_into(t, x, out):
         moved = x @ flow_t
         drive = _mix(_phi(activation, moved), blocks_t).add_(u[t])
@@ -32,50 +34,47 @@ def _forward(u, x0, flow_t, blocks_t, step_size, activation):
     return unroll(u, x0, step_into)
 
 
-class _Splitting(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, u, x0, flow_t, blocks_t, step_size, activation):
-        ctx.set_materialize_grads(False)
-        states = _forward(u, x0, flow_t, blocks_t, step_size, activation)
-        ctx.save_for_backward(states, x0, flow_t, blocks_t)
-        ctx.step_size, ctx.activation = step_size, activation
-        return states, states[-1].clone()
+def _backward(grad_states, grad_last, states, _saved, x0, flow_t, blocks_t, step_size,
+              activation, need_blocks):
+    """BPTT of :func:`_forward` (module docstring); ``Y`` is rebuilt, nothing is saved."""
+    dt = step_size
+    steps, batch, size = states.shape
+    previous = torch.cat([x0.unsqueeze(0), states[:-1]]).reshape(-1, size)
+    moved = (previous @ flow_t).view(steps, batch, size)
+    blocks = blocks_t.transpose(1, 2)
+    scaled = torch.empty_like(states)  # dt g_t: the input gradient
+    moved_grad = torch.empty_like(states)
+    g = last_state_gradient(torch.empty_like(x0), grad_states, grad_last)
+    for t in range(steps - 1, -1, -1):
+        gu = torch.mul(g, dt, out=scaled[t])
+        back = _mix(gu, blocks).mul_(_phi_slope(activation, moved[t]))
+        gy = torch.add(back, g, alpha=1.0 - dt, out=moved_grad[t])
+        g = gy @ flow_t.t()
+        if t > 0 and grad_states is not None:
+            g.add_(grad_states[t - 1])
+    grad_flow = previous.t() @ moved_grad.reshape(-1, size)
+    grad_blocks = None
+    if need_blocks:
+        count, block = blocks_t.shape[0], blocks_t.shape[1]
+        phi = _phi(activation, moved).reshape(-1, count, block).permute(1, 2, 0)
+        grad_blocks = torch.bmm(phi, scaled.reshape(-1, count, block).transpose(0, 1))
+    return scaled, g, grad_flow, grad_blocks
 
-    @sequence_backward
-    def backward(ctx, grad_states, grad_last):
-        states, x0, flow_t, blocks_t = ctx.saved_tensors
-        dt, activation = ctx.step_size, ctx.activation
-        steps, batch, size = states.shape
-        previous = torch.cat([x0.unsqueeze(0), states[:-1]]).reshape(-1, size)
-        moved = (previous @ flow_t).view(steps, batch, size)
-        blocks = blocks_t.transpose(1, 2)
-        scaled = torch.empty_like(states)  # dt g_t: the input gradient
-        moved_grad = torch.empty_like(states)
-        g = last_state_gradient(torch.empty_like(x0), grad_states, grad_last)
-        for t in range(steps - 1, -1, -1):
-            gu = torch.mul(g, dt, out=scaled[t])
-            back = _mix(gu, blocks).mul_(_phi_slope(activation, moved[t]))
-            gy = torch.add(back, g, alpha=1.0 - dt, out=moved_grad[t])
-            g = gy @ flow_t.t()
-            if t > 0 and grad_states is not None:
-                g.add_(grad_states[t - 1])
-        grad_flow = previous.t() @ moved_grad.reshape(-1, size)
-        grad_blocks = None
-        if ctx.needs_input_grad[3]:
-            count, block = blocks_t.shape[0], blocks_t.shape[1]
-            phi = _phi(activation, moved).reshape(-1, count, block).permute(1, 2, 0)
-            grad_blocks = torch.bmm(phi, scaled.reshape(-1, count, block).transpose(0, 1))
-        return scaled, g, grad_flow, grad_blocks, None, None
+
+SPLITTING = Recurrence(_forward, _backward, lambda steps, batch, size, _store_blocks: (0,))
+network_splitting_op = operators.define("network_splitting", SPLITTING)
 
 
 def network_splitting(inputs: torch.Tensor, x0: torch.Tensor, flow_t: torch.Tensor,
-                      blocks_t: torch.Tensor, step_size: float,
-                      activation: str = "relu") -> tuple[torch.Tensor, torch.Tensor]:
+                      blocks_t: torch.Tensor, step_size: float, activation: str = "relu",
+                      input_weight: torch.Tensor | None = None,
+                      input_bias: torch.Tensor | None = None,
+                      backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(states, last)`` of K same-size rate subnetworks joined by feedback, splitting step
-    (module docstring). ``inputs``: ``U s_t + b`` ``(T, B, N)``; ``x0``: ``(B, N)``;
-    ``flow_t``: ``Q^T`` ``(N, N)``; ``blocks_t``: stacked ``W_k^T`` ``(K, n, n)``.
-    Differentiable in every tensor."""
-    check_blocks(blocks_t, x0)
-    step_size = float(step_size)
-    return run_sequence(inputs, x0, (flow_t, blocks_t), None, None, "python", None, "",
-                        _Splitting, _forward, extra=(step_size, activation))
+    (module docstring); the torch operator ``stablernn::network_splitting``. ``inputs``:
+    ``U s_t + b`` ``(T, B, N)`` (or raw inputs with ``input_weight``, ``input_bias``);
+    ``x0``: ``(B, N)``; ``flow_t``: ``Q^T`` ``(N, N)``; ``blocks_t``: stacked ``W_k^T``
+    ``(K, n, n)``. Differentiable in every tensor."""
+    check_network(blocks_t, x0, activation)
+    return operators.run(network_splitting_op, inputs, x0, flow_t, blocks_t, step_size,
+                         activation, input_weight, input_bias, backend)

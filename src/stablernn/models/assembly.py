@@ -190,17 +190,17 @@ class Assembly(nn.Module):
 
     def metric(self) -> torch.Tensor:
         """``blockdiag(k_i M_i)`` (Corollary 1)."""
-        return torch.block_diag(*[k * part.metric()
-                                  for part, k in zip(self.parts, self.weights.tolist())])
+        # weights as 0-dim tensors, not a Python list: torch.compile keeps this in its graph
+        return torch.block_diag(*[k * part.metric() for part, k in zip(self.parts, self.weights)])
 
     def metric_inverse(self) -> torch.Tensor:
         return torch.block_diag(*[metric_inverse(part) / k
-                                  for part, k in zip(self.parts, self.weights.tolist())])
+                                  for part, k in zip(self.parts, self.weights)])
 
     def metric_root(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(S, S^{-1})`` with ``S^2 = blockdiag(k_i M_i)``."""
         roots = [metric_root(part) for part in self.parts]
-        scales = [k**0.5 for k in self.weights.tolist()]
+        scales = self.weights.sqrt()
         return (torch.block_diag(*[s * root for s, (root, _) in zip(scales, roots)]),
                 torch.block_diag(*[inverse / s for s, (_, inverse) in zip(scales, roots)]))
 

@@ -92,8 +92,6 @@ class AssemblyCell(RecurrentCell):
         return prepared
 
     def engine_plan(self) -> NetworkPlan | str:
-        if self.method not in ("euler", "splitting"):
-            return f"method={self.method!r} (the engine runs the Euler and splitting steps)"
         if self.assembly.flat_connections():
             return "hierarchical connections"
         leaves = self.assembly.leaves()

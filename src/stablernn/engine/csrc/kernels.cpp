@@ -342,8 +342,11 @@ struct InputGrads {
   std::vector<Tensor> finish(const Tensor& D, const Tensor& x, const Tensor& win,
                              const Tensor& bias, bool need_x) const {
     auto dtype = x.scalar_type();
-    Tensor grad_w = acc.narrow(0, n, F * n).reshape({F, n}).t().to(dtype).contiguous();
-    Tensor grad_b = bias.numel() > 0 ? acc.narrow(0, 0, n).to(dtype) : at::empty({0}, x.options());
+    // copies (to(..., copy=true)): in double, views of acc would alias each other
+    Tensor grad_w = acc.narrow(0, n, F * n).reshape({F, n}).t().to(dtype, false, true)
+                        .contiguous();
+    Tensor grad_b = bias.numel() > 0 ? acc.narrow(0, 0, n).to(dtype, false, true)
+                                     : at::empty({0}, x.options());
     Tensor grad_x = need_x ? at::mm(D, win).reshape(x.sizes()) : at::empty({0}, x.options());
     return {grad_x, grad_w, grad_b};
   }
@@ -375,7 +378,9 @@ struct StepProduct {
 // inputs: projected (T,B,N) when win is empty, else raw (T,B,F) with win (N,F), bias (N) or empty.
 // h0 (B,N), P (N,N) transition (row form), Wt (N,N). Returns states and (when store) tanh(z).
 std::vector<Tensor> lipschitz_forward(Tensor inputs, Tensor win, Tensor bias, Tensor h0, Tensor P,
-                                      Tensor Wt, double eps, bool store) {
+                                      Tensor Wt, double eps, int64_t activation, bool store,
+                                      bool /*store_recurrent*/) {
+  TORCH_CHECK(activation == TANH, "stablernn engine: the Lipschitz RNN's activation is tanh");
   check_cpu(inputs, "inputs"); check_cpu(h0, "h0"); check_cpu(P, "transition"); check_cpu(Wt, "recurrent");
   const bool fused = win.numel() > 0;
   const int64_t T = inputs.size(0), B = inputs.size(1), N = h0.size(1);
@@ -426,7 +431,8 @@ constexpr int64_t CHUNK = 32;
 
 std::vector<Tensor> lipschitz_backward(Tensor G, Tensor G_last, Tensor states, Tensor drive, Tensor inputs,
                                        Tensor win, Tensor bias, Tensor h0, Tensor P, Tensor Wt,
-                                       double eps, bool need_inputs) {
+                                       double eps, int64_t /*activation*/, bool need_inputs,
+                                       bool /*need_recurrent*/) {
   check_cpu(G, "grad"); check_cpu(G_last, "grad of the last state");
   check_cpu(states, "states"); check_cpu(drive, "drive");
   const bool fused = win.numel() > 0;
@@ -597,7 +603,9 @@ inline void rk2_bwd(int64_t b0, int64_t b1, int64_t n, const double* g, const do
 // As lipschitz_forward, with L = alpha A^T in place of the transition. Returns the states and,
 // when store, (3, T, B, N): the midpoints, d1 and d2 of every step.
 std::vector<Tensor> lipschitz_rk2_forward(Tensor inputs, Tensor win, Tensor bias, Tensor h0, Tensor L,
-                                          Tensor Wt, double eps, bool store) {
+                                          Tensor Wt, double eps, int64_t activation, bool store,
+                                          bool /*store_recurrent*/) {
+  TORCH_CHECK(activation == TANH, "stablernn engine: the Lipschitz RNN's activation is tanh");
   check_cpu(inputs, "inputs"); check_cpu(h0, "h0"); check_cpu(L, "linear"); check_cpu(Wt, "recurrent");
   const bool fused = win.numel() > 0;
   const int64_t T = inputs.size(0), B = inputs.size(1), N = h0.size(1);
@@ -650,7 +658,8 @@ std::vector<Tensor> lipschitz_rk2_forward(Tensor inputs, Tensor win, Tensor bias
 // that chunk's weight gradient, one GEMM each over its CHUNK * B rows.
 std::vector<Tensor> lipschitz_rk2_backward(Tensor G, Tensor G_last, Tensor states, Tensor saved,
                                            Tensor inputs, Tensor win, Tensor bias, Tensor h0,
-                                           Tensor L, Tensor Wt, double eps, bool need_inputs) {
+                                           Tensor L, Tensor Wt, double eps, int64_t /*activation*/,
+                                           bool need_inputs, bool /*need_recurrent*/) {
   check_cpu(G, "grad"); check_cpu(G_last, "grad of the last state");
   check_cpu(states, "states"); check_cpu(saved, "saved");
   const bool fused = win.numel() > 0;
@@ -866,7 +875,9 @@ void net_scale(int64_t B, int64_t K, int64_t n, const double* g, double dt, doub
 // x0 (B,N), Lt (N,N) = L^T, Wk (K,n,n) = stacked W_k^T.
 // Returns states (T,B,N) and, when store_phi, phi(X_prev) (T,B,N) for the block weight gradient.
 std::vector<Tensor> network_forward(Tensor inputs, Tensor win, Tensor bias, Tensor x0, Tensor Lt,
-                                    Tensor Wk, double dt, int64_t activation, bool store_phi) {
+                                    Tensor Wk, double dt, int64_t activation, bool store,
+                                    bool store_blocks) {
+  const bool store_phi = store && store_blocks;
   check_cpu(inputs, "inputs"); check_cpu(x0, "x0"); check_cpu(Lt, "feedback"); check_cpu(Wk, "blocks");
   const bool fused = win.numel() > 0;
   const int64_t T = inputs.size(0), B = inputs.size(1), N = x0.size(1);
@@ -907,10 +918,10 @@ std::vector<Tensor> network_forward(Tensor inputs, Tensor win, Tensor bias, Tens
 
 // G, G_last: as for lipschitz_backward. Returns grads of (inputs, win, bias, x0, Lt, Wk); empty
 // tensors where not applicable.
-std::vector<Tensor> network_backward(Tensor G, Tensor G_last, Tensor states, Tensor inputs, Tensor win,
-                                     Tensor bias, Tensor x0, Tensor Lt, Tensor Wk, Tensor ph,
-                                     double dt, int64_t activation, bool need_blocks,
-                                     bool need_inputs) {
+std::vector<Tensor> network_backward(Tensor G, Tensor G_last, Tensor states, Tensor ph, Tensor inputs,
+                                     Tensor win, Tensor bias, Tensor x0, Tensor Lt, Tensor Wk,
+                                     double dt, int64_t activation, bool need_inputs,
+                                     bool need_blocks) {
   check_cpu(G, "grad"); check_cpu(G_last, "grad of the last state"); check_cpu(states, "states");
   const bool fused = win.numel() > 0;
   const bool per_step = G.numel() > 0;  // else only the last state has a gradient
