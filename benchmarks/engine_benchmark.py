@@ -4,11 +4,14 @@
     python benchmarks/engine_benchmark.py --json bench.json --repeats 7
     python benchmarks/engine_benchmark.py --steps 98 --models lipschitz   # a quick look
 
-In one process, on the same inputs and starting weights, for the Lipschitz RNN (N = --hidden)
-and the Sparse Combo Net (--subnetworks x --subnetwork-size at --density):
+One section per model and method (``--models``, ``--methods``): the Lipschitz RNN (N = --hidden)
+with Euler, the exponential step (the certified default) and RK2; the Sparse Combo Net
+(--density) and the SVD Combo Net (--subnetworks x --subnetwork-size) with Euler, the splitting
+step (certified as it runs) and RK2. In each, in one process, on the same inputs and starting
+weights:
 
 - the GEMM throughput at the step's shapes and the FLOP-bound time derived from it;
-- ``torch.nn.LSTM(1, N)`` (Lipschitz table);
+- ``torch.nn.LSTM(1, N)`` (Lipschitz Euler section);
 - a plain eager loop written from the paper's equations (``benchmarks/reference_loops.py``);
 - stablernn's own loop (``engine="loop"``), the engine's pure-PyTorch path and the engine's
   native path (the default where it builds);
@@ -16,8 +19,10 @@ and the Sparse Combo Net (--subnetworks x --subnetwork-size at --density):
 each timed on a training step (forward + backward + Adam step, a linear readout of the last
 state, cross-entropy) and on a forward-only pass (``torch.no_grad``), round-robin over
 implementations for ``--repeats`` rounds after a warm-up, with the peak resident memory of one
-training step (each measured in a fresh process). Ratios come first (median of the per-round ratios, with their range), absolute
-times second (median and range). ``--json`` writes every number.
+training step (each measured in a fresh process). Ratios come first (median of the per-round
+ratios, with their range), absolute times second (median and range). ``--json`` writes every
+number. A busy machine (other processes using more than 10% of the CPUs, or a GEMM rate that
+varies more than 1.25x between rounds) is reported with a warning: such figures are noise.
 """
 
 from __future__ import annotations
@@ -41,14 +46,14 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from reference_loops import LipschitzLoop, SparseComboLoop  # noqa: E402
+from reference_loops import ComboLoop, LipschitzLoop  # noqa: E402
 
 from stablernn import engine as stablernn_engine  # noqa: E402
 from stablernn.engine import native  # noqa: E402
 from stablernn.experiments.benchmark import add_arguments  # noqa: E402
 from stablernn.experiments.output import check_writable_file, write_text_atomic  # noqa: E402
 from stablernn.models.lipschitz import LipschitzRNN  # noqa: E402
-from stablernn.models.network import SparseComboNet  # noqa: E402
+from stablernn.models.network import SparseComboNet, SVDComboNet  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- measurement
@@ -86,13 +91,13 @@ def peak_memory(function: Callable[[], object]) -> int | None:
     return None if peak is None else max(0, peak - before)
 
 
-def memory_in_subprocess(args: argparse.Namespace, model: str, index: int) -> int | None:
+def memory_in_subprocess(args: argparse.Namespace, section: str, index: int) -> int | None:
     """Peak memory of one training step of implementation ``index``, measured in a fresh
     process that builds only the benchmark's models: after a warm-up step, with the engine's
     block cache emptied, and with glibc returning every block above 64 KiB to the system
     (``MALLOC_MMAP_THRESHOLD_``), so that memory freed by earlier steps or implementations
     cannot hide the step's own peak."""
-    command = [sys.executable, os.path.abspath(__file__), "--memory-probe", f"{model}:{index}",
+    command = [sys.executable, os.path.abspath(__file__), "--memory-probe", f"{section}:{index}",
                "--steps", str(args.steps), "--batch", str(args.batch), "--hidden", str(args.hidden),
                "--subnetworks", str(args.subnetworks), "--subnetwork-size",
                str(args.subnetwork_size), "--density", str(args.density),
@@ -107,11 +112,10 @@ def memory_in_subprocess(args: argparse.Namespace, model: str, index: int) -> in
 
 def memory_probe(args: argparse.Namespace) -> int:
     """``--memory-probe MODEL:INDEX``: print the peak memory of one training step (bytes)."""
-    model, index = args.memory_probe.split(":")
+    section, index = args.memory_probe.split(":")
     torch.set_num_threads(args.threads)
     native.load()
-    build = lipschitz_implementations if model == "lipschitz" else combo_implementations
-    impl = build(args)[0][int(index)]
+    impl = build_section(args, section)[0][int(index)]
     torch.manual_seed(1)
     x = torch.randn(args.steps, args.batch, 1)
     y = torch.randint(0, 10, (args.batch,))
@@ -276,111 +280,155 @@ def agreement(impls: list[Implementation], x: torch.Tensor) -> None:
             impl.deviation = (impl.eval_step(x) - reference).abs().max().item() / scale
 
 
-# ---------------------------------------------------------------------------- the two models
-CERTIFIED = "engine, contracting exponential step"
+# ---------------------------------------------------------------------------- models x methods
+LIPSCHITZ_METHODS = ("euler", "exponential", "rk2")
+COMBO_METHODS = ("euler", "splitting", "rk2")
+SECTIONS = [*(f"lipschitz-{m}" for m in LIPSCHITZ_METHODS),
+            *(f"{kind}-{m}" for kind in ("sparse", "svd") for m in COMBO_METHODS)]
 
 
-def lipschitz_implementations(args) -> tuple[list[Implementation], dict]:
-    torch.manual_seed(0)
-    N = args.hidden
-    model = LipschitzRNN(1, N, step_size=0.03)
-    impls = []
+def _add(impls: list, hidden: int):
+    def add(name, module, forward=None, backend=None, same_model=True):
+        forward = forward or (lambda x, m=module: _output_and_last(m(x)))
+        impls.append(Implementation(name, forward, module, hidden, backend, same_model))
+    return add
 
-    def add(name, module, forward, backend=None, same_model=True):
-        impls.append(Implementation(name, forward, module, N, backend, same_model))
 
-    plain = LipschitzLoop.like(model)
-    add("plain eager loop", plain, plain)
+def _stablernn_rows(add, model, plain_name: str, plain) -> None:
+    """The plain eager loop, stablernn's own loop, the engine's PyTorch path and the engine."""
+    add(plain_name, plain, plain)
     loop = copy.deepcopy(model)
     loop.engine = "loop"
-    add("stablernn loop", loop, lambda x, m=loop: _output_and_last(m(x)))
-    python = copy.deepcopy(model)
-    add("engine, PyTorch path", python, lambda x, m=python: _output_and_last(m(x)),
-        backend="python")
-    eng = copy.deepcopy(model)
-    add("engine", eng, lambda x, m=eng: _output_and_last(m(x)))
-    # the certified default of stablernn train: same kernel, transition exp(eps A)
-    certified = LipschitzRNN(1, N, step_size=0.3, parametrization="contracting",
+    add("stablernn loop", loop)
+    add("engine, PyTorch path", copy.deepcopy(model), backend="python")
+    add("engine", copy.deepcopy(model))
+
+
+def lipschitz_implementations(args, method: str) -> tuple[list[Implementation], dict]:
+    """The paper's Euler and RK2 steps (paper 002, eqs. 9, 10; step 0.03) and the certified
+    default of ``stablernn train`` (contracting parametrization, exponential step 0.3)."""
+    torch.manual_seed(0)
+    N, T, B = args.hidden, args.steps, args.batch
+    if method == "exponential":
+        model = LipschitzRNN(1, N, step_size=0.3, parametrization="contracting",
                              method="exponential", gamma_a=0.03, nonlinear_share=0.9)
-    add(CERTIFIED, certified, lambda x, m=certified: _output_and_last(m(x)), same_model=False)
-    lstm = nn.LSTM(1, N)
-    add("torch.nn.LSTM", lstm, lambda x, m=lstm: _output_and_last(m(x)), same_model=False)
-    T, B = args.steps, args.batch
-    each = 4 * T * B * N * N / 1e9  # one of the three (B, N) x (N, 2N)-sized products, T steps
+    else:
+        model = LipschitzRNN(1, N, step_size=0.03, method=method)
+    impls: list[Implementation] = []
+    add = _add(impls, N)
+    _stablernn_rows(add, model, "plain eager loop", LipschitzLoop.like(model))
+    if method == "euler":
+        lstm = nn.LSTM(1, N)
+        add("torch.nn.LSTM", lstm, same_model=False)
+    stages = 2 if method == "rk2" else 1  # products per step, forward and backward
+    each = stages * 4 * T * B * N * N / 1e9
+    matrix = "L" if method == "rk2" else "P"
+    times = f"{stages} x " if stages > 1 else ""
     products = [
-        {"name": "forward h [P | W^T]", "mkn": (B, N, 2 * N), "gflop": each},
-        {"name": "backward [g | dz] [P^T ; W]", "mkn": (B, 2 * N, N), "gflop": each},
+        {"name": f"forward {times}h [{matrix} | W^T]", "mkn": (B, N, 2 * N), "gflop": each},
+        {"name": f"backward {times}[g | dz] [{matrix}^T ; W]", "mkn": (B, 2 * N, N),
+         "gflop": each},
         # the engine takes the weight gradients per 32-step chunk
-        {"name": "weight gradients H^T [G | DZ]", "mkn": (N, min(T, 32) * B, 2 * N),
+        {"name": f"weight gradients {times}H^T [G | DZ]", "mkn": (N, min(T, 32) * B, 2 * N),
          "gflop": each},
     ]
     bound = {"products": products, "step_gflop": 3 * each,
-             "flops_formula": "12 T B N^2: per step, forward h [P | W^T], backward "
-                              "[g | dz] [P^T ; W] and the weight gradients, 4 B N^2 each"}
+             "flops_formula": f"{12 * stages} T B N^2: per step, {stages} forward product(s) "
+                              f"h [{matrix} | W^T], {stages} backward [g | dz] "
+                              f"[{matrix}^T ; W] and the weight gradients, 4 B N^2 each"}
     return impls, bound
 
 
-def combo_implementations(args) -> tuple[list[Implementation], dict]:
+def combo_implementations(args, kind: str, method: str) -> tuple[list[Implementation], dict]:
+    """Sparse Combo Net (fixed sparse blocks, --density) or SVD Combo Net (trained blocks),
+    --subnetworks x --subnetwork-size, with the paper's Euler step, the certified splitting step
+    or RK2."""
     torch.manual_seed(0)
-    K, n = args.subnetworks, args.subnetwork_size
+    K, n, T, B = args.subnetworks, args.subnetwork_size, args.steps, args.batch
     N = K * n
-    model = SparseComboNet(1, num_subnetworks=K, subnetwork_size=n, density=args.density,
-                           seed=0, feedback_init_std=0.01)
-    impls = []
-
-    def add(name, module, forward, backend=None):
-        impls.append(Implementation(name, forward, module, N, backend))
-
-    plain = SparseComboLoop.like(model)
-    add("plain eager loop (dense block-diagonal)", plain, plain)
-    loop = copy.deepcopy(model)
-    loop.engine = "loop"
-    add("stablernn loop (batched blocks)", loop, lambda x, m=loop: _output_and_last(m(x)))
-    python = copy.deepcopy(model)
-    add("engine, PyTorch path", python, lambda x, m=python: _output_and_last(m(x)),
-        backend="python")
-    eng = copy.deepcopy(model)
-    add("engine", eng, lambda x, m=eng: _output_and_last(m(x)))
-    T, B = args.steps, args.batch
-    products = [  # the sparse blocks are fixed: no block weight gradient
-        {"name": "forward x P, backward g P^T", "mkn": (B, N, N),
-         "gflop": 4 * T * B * N * N / 1e9},
-        # one product over all T B rows in the engine, timed here at 32 B rows (memory)
-        {"name": "feedback gradient X^T GU", "mkn": (N, min(T, 32) * B, N),
-         "gflop": 2 * T * B * N * N / 1e9},
+    if kind == "sparse":
+        model = SparseComboNet(1, num_subnetworks=K, subnetwork_size=n, density=args.density,
+                               seed=0, feedback_init_std=0.01, method=method)
+    else:
+        model = SVDComboNet(1, num_subnetworks=K, subnetwork_size=n, feedback_init_std=0.01,
+                            method=method)
+    impls: list[Implementation] = []
+    add = _add(impls, N)
+    _stablernn_rows(add, model, "plain eager loop (dense block-diagonal)", ComboLoop.like(model))
+    stages = 2 if method == "rk2" else 1
+    coupling = "Q" if method == "splitting" else "L"
+    products = [
+        {"name": f"forward x {coupling}^T, backward g {coupling}"
+                 + (" (2 each per step)" if stages > 1 else ""),
+         "mkn": (B, N, N), "gflop": stages * 4 * T * B * N * N / 1e9},
+        {"name": f"feedback gradient X^T G{' (2)' if stages > 1 else ''}",
+         "mkn": (N, min(T, 32) * B, N), "gflop": stages * 2 * T * B * N * N / 1e9},
         {"name": "blocks, forward and backward", "mkn": (B, n, n), "batch": K,
-         "gflop": 4 * T * B * N * n / 1e9},
+         "gflop": stages * 4 * T * B * N * n / 1e9},
     ]
+    formula = f"{stages} x T (6 B N^2 + 4 B N n): forward x {coupling}^T and blocks, backward"
+    if kind == "svd":  # trained blocks: their weight gradient too
+        products.append({"name": "block weight gradients phi(X)^T G", "mkn": (n, min(T, 32) * B, n),
+                         "batch": K, "gflop": stages * 2 * T * B * N * n / 1e9})
+        formula = (f"{stages} x T (6 B N^2 + 6 B N n): forward, backward and weight gradients "
+                   "of the feedback and the trained blocks")
+    else:
+        formula += f" and d{coupling} (the sparse blocks are fixed)"
     bound = {"products": products, "step_gflop": sum(p["gflop"] for p in products),
-             "flops_formula": "T (6 B N^2 + 4 B N n): forward x P and blocks, backward g P^T, "
-                              "blocks^T and dL (the sparse blocks are fixed)"}
+             "flops_formula": formula}
     return impls, bound
+
+
+def build_section(args, section: str) -> tuple[list[Implementation], dict]:
+    model, method = section.split("-")
+    if model == "lipschitz":
+        return lipschitz_implementations(args, method)
+    return combo_implementations(args, model, method)
+
+
+def section_title(args, section: str) -> str:
+    model, method = section.split("-")
+    step = {"euler": "Euler (the paper's step)", "rk2": "RK2 (explicit midpoint)",
+            "exponential": "exponential step, contracting parametrization (certified default)",
+            "splitting": "splitting step (certified as it runs)"}[method]
+    if model == "lipschitz":
+        return f"Lipschitz RNN, N={args.hidden}, {step}"
+    name = "Sparse Combo Net" if model == "sparse" else "SVD Combo Net"
+    detail = f", density {args.density}" if model == "sparse" else ""
+    return f"{name} {args.subnetworks}x{args.subnetwork_size}{detail}, {step}"
 
 
 # ---------------------------------------------------------------------------- report
-def targets_for(model: str, data: dict) -> list[tuple[str, float, float | None]]:
+# The targets of the engine issue (T = 784, B = 128, 2 threads, float32, training step)
+BOUND_TARGETS = {"euler": 0.80, "exponential": 0.80, "rk2": 0.70}
+
+
+def targets_for(section: str, data: dict) -> list[tuple[str, float, float | None]]:
     """(description, measured, target or None) for the benchmark's targets."""
+    model, method = section.split("-")
     ratios = data["ratios"]
     out = []
     if model == "lipschitz":
         out.append(("engine at % of the FLOP-bound time",
-                    data["engine_vs_bound"]["one product"]["median"], 0.60))
+                    data["engine_vs_bound"]["one product"]["median"], BOUND_TARGETS[method]))
         out.append(("engine at % of the stricter FLOP bound (no target)",
                     data["engine_vs_bound"]["best"]["median"], None))
-        out.append(("torch.nn.LSTM / engine, training step",
-                    ratios["train"]["torch.nn.LSTM"]["median"], 3.0))
-        out.append(("engine (paper Euler) / engine (certified exponential step), training step",
-                    1.0 / ratios["train"][CERTIFIED]["median"], 1 / 1.2))
+        if "torch.nn.LSTM" in ratios["train"]:
+            out.append(("torch.nn.LSTM / engine, training step (no target)",
+                        ratios["train"]["torch.nn.LSTM"]["median"], None))
     plain = data["names"][0]
-    out.append(("plain eager loop / engine, training step", ratios["train"][plain]["median"], 2.0))
-    out.append(("plain eager loop / engine, forward only", ratios["eval"][plain]["median"], 2.0))
+    needs_loop_ratio = model != "lipschitz" or method == "rk2"
+    out.append(("plain eager loop / engine, training step", ratios["train"][plain]["median"],
+                2.0 if needs_loop_ratio else None))
+    out.append(("plain eager loop / engine, forward only (no target)",
+                ratios["eval"][plain]["median"], None))
     return out
 
 
-def analyse(model: str, impls: list[Implementation], bound: dict) -> dict:
+def analyse(section: str, impls: list[Implementation], bound: dict) -> dict:
     engine = next(impl for impl in impls if impl.name == "engine")
-    data = {"names": [impl.name for impl in impls], "bound": bound, "ratios": {"train": {}, "eval": {}},
-            "implementations": {}}
+    data = {"names": [impl.name for impl in impls], "bound": bound,
+            "ratios": {"train": {}, "eval": {}}, "implementations": {}}
     for impl in impls:
         data["ratios"]["train"][impl.name] = paired_ratio(impl.train_times, engine.train_times)
         data["ratios"]["eval"][impl.name] = paired_ratio(impl.eval_times, engine.eval_times)
@@ -401,7 +449,7 @@ def analyse(model: str, impls: list[Implementation], bound: dict) -> dict:
         for way in BOUNDS}
     data["targets"] = [{"target": name, "measured": value, "required": required,
                         "met": None if required is None else value >= required}
-                       for name, value, required in targets_for(model, data)]
+                       for name, value, required in targets_for(section, data)]
     return data
 
 
@@ -410,7 +458,19 @@ def fmt_range(values: dict, scale: float = 1.0, digits: int = 2, unit: str = "")
             f"({values['min'] * scale:.{digits}f}-{values['max'] * scale:.{digits}f})")
 
 
-def report(model: str, title: str, data: dict) -> str:
+def _shown(item: dict) -> str:
+    if "%" in item["target"]:
+        return f"{item['measured'] * 100:.0f}%"
+    return f"{item['measured']:.2f}x"
+
+
+def _required(item: dict) -> str:
+    if "%" in item["target"]:
+        return f">= {item['required'] * 100:.0f}%"
+    return f">= {item['required']:.0f}x"
+
+
+def report(title: str, data: dict) -> str:
     lines = [f"## {title}", ""]
     bound = data["bound"]
     lines.append(f"FLOP bound: {bound['step_gflop']:.1f} GFLOP per training step "
@@ -435,13 +495,10 @@ def report(model: str, title: str, data: dict) -> str:
     lines.append("| target | measured | required | |")
     lines.append("|---|---|---|---|")
     for item in data["targets"]:
-        percent = "%" in item["target"]
-        shown = f"{item['measured'] * 100:.0f}%" if percent else f"{item['measured']:.2f}x"
         if item["required"] is None:
-            lines.append(f"| {item['target']} | {shown} | | |")
+            lines.append(f"| {item['target']} | {_shown(item)} | | |")
             continue
-        need = f">= {item['required'] * 100:.0f}%" if percent else f">= {item['required']:.0f}x"
-        lines.append(f"| {item['target']} | {shown} | {need} | "
+        lines.append(f"| {item['target']} | {_shown(item)} | {_required(item)} | "
                      f"{'met' if item['met'] else 'NOT met'} |")
     lines.append("")
     lines.append("| implementation | train step: time / engine | forward only: time / engine "
@@ -461,12 +518,90 @@ def report(model: str, title: str, data: dict) -> str:
     return "\n".join(lines)
 
 
+def selected_sections(args: argparse.Namespace) -> list[str]:
+    """The model x method sections that ``--models`` and ``--methods`` select."""
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = ["sparse" if m == "combo" else m for m in models]  # the old name
+    for model in models:
+        if model not in ("lipschitz", "sparse", "svd"):
+            raise ValueError(f"--models takes lipschitz, sparse and/or svd, got {model!r}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    for method in methods or []:
+        if method not in (*LIPSCHITZ_METHODS, *COMBO_METHODS):
+            raise ValueError(f"--methods takes euler, exponential, rk2 and/or splitting, "
+                             f"got {method!r}")
+    sections = [section for section in SECTIONS if section.split("-")[0] in models
+                and (methods is None or section.split("-")[1] in methods)]
+    if not sections:
+        raise ValueError(f"no benchmark section has a model of --models {args.models!r} and a "
+                         f"method of --methods {args.methods!r}")
+    return sections
+
+
+# ---------------------------------------------------------------------------- a quiet machine
+# Other processes may use at most this share of the CPUs while the benchmark runs, and one
+# product's GEMM rate may vary at most this much between rounds, for the figures to be published.
+QUIET_OTHERS = 0.10
+QUIET_RATE_SPREAD = 1.25
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine from /proc/stat, in clock ticks."""
+    try:
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+class MachineLoad:
+    """How much of the machine other processes used while the benchmark ran: the machine's busy
+    CPU time (/proc/stat) minus this process's own (and its children's), over the CPUs' time."""
+
+    def __init__(self) -> None:
+        self.start = _cpu_jiffies()
+        self.own = self._own()
+
+    @staticmethod
+    def _own() -> float:
+        times = os.times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    def others_share(self) -> float | None:
+        end = _cpu_jiffies()
+        if self.start is None or end is None or end[1] <= self.start[1]:
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        busy = (end[0] - self.start[0]) / ticks
+        total = (end[1] - self.start[1]) / ticks
+        return max(0.0, busy - (self._own() - self.own)) / total
+
+
+def quiet_verdict(results: dict, load: MachineLoad) -> dict:
+    """Whether the figures may be published: other processes' CPU share and the spread of
+    each product's GEMM rate across rounds (a busy machine shows as a low or unsteady rate)."""
+    spreads = []
+    for section in results["sections"]:
+        for product in results[section]["bound"]["products"]:
+            rates = product["gflops"]["one product"]
+            spreads.append(rates["max"] / rates["min"])
+    others = load.others_share()
+    problems = []
+    if others is not None and others > QUIET_OTHERS:
+        problems.append(f"other processes used {others:.0%} of the CPUs while it ran "
+                        f"(at most {QUIET_OTHERS:.0%} for a quiet figure)")
+    if spreads and max(spreads) > QUIET_RATE_SPREAD:
+        problems.append(f"a product's GEMM rate varied {max(spreads):.2f}x between rounds "
+                        f"(at most {QUIET_RATE_SPREAD}x)")
+    return {"quiet": not problems, "others_cpu_share": others,
+            "max_gemm_rate_spread": max(spreads) if spreads else None, "problems": problems}
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed options (see ``stablernn.experiments.benchmark``)."""
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    for model in models:
-        if model not in ("lipschitz", "combo"):
-            raise ValueError(f"--models takes lipschitz and/or combo, got {model!r}")
+    sections = selected_sections(args)
     if min(args.steps, args.batch, args.hidden, args.threads, args.repeats,
            args.subnetworks, args.subnetwork_size) < 1:
         raise ValueError("--steps, --batch, --hidden, --subnetworks, --subnetwork-size, "
@@ -477,6 +612,7 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     log = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     native.load()
+    load = MachineLoad()
     path = ("native C++ kernels" if native.load() is not None
             else f"pure PyTorch ({native.fallback_reason()})")
     header = (f"# stablernn engine benchmark\n\nT={args.steps}, B={args.batch}, float32, "
@@ -485,27 +621,42 @@ def run(args: argparse.Namespace) -> int:
               f"{os.cpu_count()} CPUs\n")
     config = {key: value for key, value in vars(args).items() if key != "command"}
     results = {"config": config, "engine_path": path, "torch": torch.__version__,
-               "machine": platform.machine(), "cpus": os.cpu_count()}
-    sections = [header]
+               "machine": platform.machine(), "cpus": os.cpu_count(), "sections": sections}
+    parts = []
     torch.manual_seed(1)
     x = torch.randn(args.steps, args.batch, 1)
     y = torch.randint(0, 10, (args.batch,))
-    builders = {"lipschitz": (lipschitz_implementations, f"Lipschitz RNN, N={args.hidden}, Euler"),
-                "combo": (combo_implementations,
-                          f"Sparse Combo Net {args.subnetworks}x{args.subnetwork_size}, "
-                          f"density {args.density}, Euler")}
-    for model in models:
-        build, title = builders[model]
+    for section in sections:
+        title = section_title(args, section)
         log(f"{title}:")
-        impls, bound = build(args)
+        impls, bound = build_section(args, section)
         agreement(impls, x)
         run_rounds(impls, x, y, args.repeats, bound, log)
         if not args.no_memory:
             for index, impl in enumerate(impls):
-                impl.memory = memory_in_subprocess(args, model, index)
-        results[model] = analyse(model, impls, bound)
-        sections.append(report(model, title, results[model]))
-    text = "\n".join(sections)
+                impl.memory = memory_in_subprocess(args, section, index)
+        results[section] = analyse(section, impls, bound)
+        parts.append(report(title, results[section]))
+    results["machine_load"] = verdict = quiet_verdict(results, load)
+    if verdict["quiet"]:
+        share = verdict["others_cpu_share"]
+        header += ("\nThe machine was quiet: " + ("" if share is None else
+                   f"other processes used {share:.1%} of the CPUs, ")
+                   + f"GEMM rates varied at most {verdict['max_gemm_rate_spread']:.2f}x "
+                   "between rounds.\n")
+    else:
+        header += ("\n**WARNING: the machine was busy; these figures are not for publication "
+                   "(rerun on a quiet machine)**: " + "; ".join(verdict["problems"]) + ".\n")
+        print("stablernn bench: WARNING: the machine was busy: " + "; ".join(verdict["problems"]),
+              file=sys.stderr)
+    summary_rows = ["| section | target | measured | required | |", "|---|---|---|---|---|"]
+    for section in sections:
+        for item in results[section]["targets"]:
+            if item["required"] is not None:
+                summary_rows.append(f"| {section} | {item['target']} | {_shown(item)} | "
+                                    f"{_required(item)} | "
+                                    f"{'met' if item['met'] else 'NOT met'} |")
+    text = "\n".join([header, "## Targets\n", *summary_rows, "", *parts])
     print(text)
     if args.json:
         Path(args.json).absolute().parent.mkdir(parents=True, exist_ok=True)

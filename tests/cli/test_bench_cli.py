@@ -17,7 +17,12 @@ def test_bench_runs_small_and_reports_ratios_and_agreement(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "FLOP bound" in printed and "| target | measured | required |" in printed
     result = json.loads(path.read_text())
-    for model in ("lipschitz", "combo"):
+    assert result["sections"] == [f"{model}-{method}" for model, methods in (
+        ("lipschitz", ("euler", "exponential", "rk2")), ("sparse", ("euler", "splitting", "rk2")),
+        ("svd", ("euler", "splitting", "rk2"))) for method in methods]
+    load = result["machine_load"]  # whether the figures may be published, and why
+    assert load["quiet"] == (not load["problems"]) and load["max_gemm_rate_spread"] >= 1
+    for model in result["sections"]:
         implementations = result[model]["implementations"]
         assert "engine" in implementations
         assert any(name.startswith("plain eager loop") for name in implementations)
@@ -46,5 +51,12 @@ def test_peak_memory_is_measured_in_a_fresh_process():
     args = argparse.Namespace(steps=200, batch=64, hidden=64, subnetworks=2, subnetwork_size=4,
                               density=0.3, threads=1)
     engine_index = 3  # plain loop, stablernn loop, engine python path, engine
-    peak = benchmark["memory_in_subprocess"](args, "lipschitz", engine_index)
+    peak = benchmark["memory_in_subprocess"](args, "lipschitz-euler", engine_index)
     assert peak is not None and peak >= 2 * 200 * 64 * 64 * 4
+
+
+def test_bench_refuses_unknown_models_and_methods(capsys):
+    for argument in (["--models", "lstm"], ["--methods", "rk4"],
+                     ["--models", "lipschitz", "--methods", "splitting"]):
+        assert main(["bench", *argument, "--steps", "2", "--no-memory", "--quiet"]) == 2
+        assert argument[-1] in capsys.readouterr().err

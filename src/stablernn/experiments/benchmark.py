@@ -18,13 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=784, help="sequence length T (784)")
     parser.add_argument("--batch", type=int, default=128, help="batch size B (128)")
     parser.add_argument("--hidden", type=int, default=128, help="Lipschitz RNN hidden size N (128)")
-    parser.add_argument("--subnetworks", type=int, default=16, help="Sparse Combo Net: K (16)")
-    parser.add_argument("--subnetwork-size", type=int, default=32, help="Sparse Combo Net: n (32)")
-    parser.add_argument("--density", type=float, default=0.033, help="subnetwork density (0.033)")
+    parser.add_argument("--subnetworks", type=int, default=16, help="Combo Nets: K (16)")
+    parser.add_argument("--subnetwork-size", type=int, default=32, help="Combo Nets: n (32)")
+    parser.add_argument("--density", type=float, default=0.033,
+                        help="Sparse Combo Net subnetwork density (0.033)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after a warm-up (5)")
-    parser.add_argument("--models", default="lipschitz,combo",
-                        help="comma-separated: lipschitz, combo (both)")
+    parser.add_argument("--models", default="lipschitz,sparse,svd",
+                        help="comma-separated: lipschitz, sparse, svd (all)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated: euler, exponential, rk2, splitting (every method "
+                             "of each model: Lipschitz euler, exponential, rk2; Combo Nets "
+                             "euler, splitting, rk2)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
     parser.add_argument("--json", help="also write every number to this JSON file")
     parser.add_argument("--quiet", action="store_true", help="no per-round progress lines")
