@@ -151,7 +151,8 @@ def test_paper_size_sparse_combo_net_float32(backend):
 @pytest.mark.parametrize("last_only", [False, True])
 @pytest.mark.parametrize("input_size", [2, 40])  # fused input layer, projected inputs
 @pytest.mark.parametrize("threads", [1, 2])
-def test_rows_split_across_threads_matches_loop(threads, input_size, last_only):
+@pytest.mark.parametrize("method", ["euler", "splitting"])  # the steps with native kernels
+def test_rows_split_across_threads_matches_loop(threads, input_size, last_only, method):
     """On 2 threads the native kernels run the batch as two blocks of rows, one per thread, for
     the whole sequence (B = 71: uneven blocks); on 1 thread as one block. Both agree with the
     loop: SVD parts (trained blocks) and Sparse Combo parts (fixed), float64 and float32."""
@@ -159,9 +160,11 @@ def test_rows_split_across_threads_matches_loop(threads, input_size, last_only):
     torch.set_num_threads(threads)
     try:
         for dtype in (torch.float64, torch.float32):
-            for layer in (SVDComboNet(input_size, num_subnetworks=3, subnetwork_size=5),
+            for layer in (SVDComboNet(input_size, num_subnetworks=3, subnetwork_size=5,
+                                      method=method),
                           SparseComboNet(input_size, num_subnetworks=4, subnetwork_size=8,
-                                         density=0.2, seed=3, feedback_init_std=0.2)):
+                                         density=0.2, seed=3, feedback_init_std=0.2,
+                                         method=method)):
                 engine, loop = perturbed_pair(layer, dtype, seed=4, scale=0.1)
                 with use_backend(available("native")):
                     assert_matches(engine, loop, steps=20, batch=71, dtype=dtype,

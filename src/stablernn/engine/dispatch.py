@@ -8,9 +8,8 @@ Supported (everything else runs the plain loop of ``RecurrentLayer.run``):
 
 - Lipschitz RNN: ``method="euler"`` and ``"exponential"`` (the same kernel with
   ``T = exp(eps alpha A)``), and ``"rk2"`` (the midpoint kernel).
-- Networks of networks: ``method="euler"`` (native kernels), ``"rk2"`` and ``"splitting"``
-  (the engine's PyTorch path: :func:`stablernn.engine.network.network_rk2`,
-  :mod:`stablernn.engine.splitting`), every leaf a rate subnetwork (paper 000, eq. 1) of one
+- Networks of networks: ``method="euler"`` and ``"splitting"`` (native kernels), ``"rk2"``
+  (the engine's PyTorch path: :func:`stablernn.engine.network.network_rk2`), every leaf a rate subnetwork (paper 000, eq. 1) of one
   size and one activation (relu, tanh, sigmoid, softplus), so that all run as one batched group,
   and no hierarchical connections. (Mixed sizes or activations, Lipschitz parts and
   hierarchical connections run the loop.)
@@ -40,7 +39,7 @@ ENGINES = ("auto", "loop")
 MAX_FUSED_INPUT = 32
 _logged: set[tuple[str, str]] = set()
 NETWORK_RECURRENCES = {"euler": network_euler, "rk2": network_rk2, "splitting": network_splitting}
-PYTHON_ONLY = (network_rk2, network_splitting)  # no native kernel yet
+PYTHON_ONLY = (network_rk2,)  # no native kernel yet
 
 
 def _log_path(model: str, path: str, why: str | None = None) -> None:

@@ -7,12 +7,13 @@ blocks of n units, ``E^T = Q^T`` the feedback's step (``flow_t``, the Cayley tra
     y_t = x_t E^T,     x_{t+1} = (1 - dt) y_t + dt (blocks(phi(y_t)) + u_t)
 
 with ``blocks(z)_k = z_k W_k^T`` (a batched product over the blocks). Pure PyTorch (any
-device and dtype), one torch operator with hand-written BPTT; no native kernel yet.
+device and dtype) and native kernels (float32 / float64 on the CPU), one torch operator with
+hand-written BPTT.
 
 Backward: with ``gu_t = dt g_t`` (g the gradient of ``x_{t+1}``),
 ``gy_t = (1 - dt) g_t + phi'(y_t) * blocks^T(gu_t)`` and ``g_{t-1} = G_{t-1} + gy_t E``. After
-the loop, from ``Y = X_prev E^T`` rebuilt in one product: ``d(E^T) = X_prev^T GY``,
-``d(W_k^T) = phi(Y)_k^T GU_k``, ``du = GU``.
+the loop: ``d(E^T) = X_prev^T GY``, ``d(W_k^T) = phi(Y)_k^T GU_k``, ``du = GU``. The forward
+stores ``Y`` (and ``phi(Y)`` when the blocks are trained).
 """
 
 from __future__ import annotations
@@ -25,22 +26,29 @@ from stablernn.engine.network import _mix, _phi, _phi_slope, check_network
 from stablernn.engine.operators import Recurrence
 
 
-def _forward(u, x0, flow_t, blocks_t, step_size, activation, _saved=None):
+def _forward(u, x0, flow_t, blocks_t, step_size, activation, saved=None):
+    """The loop; ``saved`` (``(1 or 2, T, B, N)``) receives the moved states ``y_t`` and, with
+    two rows, ``phi(y_t)`` (the blocks' gradient) when given."""
     def step_into(t, x, out):
         moved = x @ flow_t
-        drive = _mix(_phi(activation, moved), blocks_t).add_(u[t])
+        phi = _phi(activation, moved)
+        if saved is not None:
+            saved[0, t].copy_(moved)
+            if saved.shape[0] == 2:
+                saved[1, t].copy_(phi)
+        drive = _mix(phi, blocks_t).add_(u[t])
         torch.add(drive.mul_(step_size), moved, alpha=1.0 - step_size, out=out)
 
     return unroll(u, x0, step_into)
 
 
-def _backward(grad_states, grad_last, states, _saved, x0, flow_t, blocks_t, step_size,
+def _backward(grad_states, grad_last, states, saved, x0, flow_t, blocks_t, step_size,
               activation, need_blocks):
-    """BPTT of :func:`_forward` (module docstring); ``Y`` is rebuilt, nothing is saved."""
+    """BPTT of :func:`_forward` (module docstring)."""
     dt = step_size
     steps, batch, size = states.shape
     previous = torch.cat([x0.unsqueeze(0), states[:-1]]).reshape(-1, size)
-    moved = (previous @ flow_t).view(steps, batch, size)
+    moved = saved[0]
     blocks = blocks_t.transpose(1, 2)
     scaled = torch.empty_like(states)  # dt g_t: the input gradient
     moved_grad = torch.empty_like(states)
@@ -56,12 +64,15 @@ def _backward(grad_states, grad_last, states, _saved, x0, flow_t, blocks_t, step
     grad_blocks = None
     if need_blocks:
         count, block = blocks_t.shape[0], blocks_t.shape[1]
-        phi = _phi(activation, moved).reshape(-1, count, block).permute(1, 2, 0)
+        phi = saved[1].reshape(-1, count, block).permute(1, 2, 0)
         grad_blocks = torch.bmm(phi, scaled.reshape(-1, count, block).transpose(0, 1))
     return scaled, g, grad_flow, grad_blocks
 
 
-SPLITTING = Recurrence(_forward, _backward, lambda steps, batch, size, _store_blocks: (0,))
+SPLITTING = Recurrence(
+    _forward, _backward,
+    lambda steps, batch, size, store_blocks: (2 if store_blocks else 1, steps, batch, size),
+    "network_splitting_forward", "network_splitting_backward")
 network_splitting_op = operators.define("network_splitting", SPLITTING)
 
 

@@ -16,6 +16,7 @@
 //   ``dP = H_prev^T G``, ``dW^T = H_prev^T DZ``, ``du = DZ``.
 // - Lipschitz RNN, RK2 (paper 002, eq. 10, explicit midpoint): two such products per step (see
 //   the RK2 section).
+// - Rate subnetworks with feedback, splitting step: see its section.
 // - Rate subnetworks with feedback, Euler (paper 000, eq. 5 with eq. 1 parts):
 //   ``x' = x P + dt (blocks(phi(x)) + u_t)`` with ``P = (1 - dt) I + dt L^T`` and
 //   ``blocks(y)_k = y_k W_k^T``.
@@ -996,6 +997,187 @@ std::vector<Tensor> network_backward(Tensor G, Tensor G_last, Tensor states, Ten
   return grads;
 }
 
+// ------------------------------------------------------------------ networks, splitting step
+// m = x Q^T (flow_t = Q^T, the feedback's step), x' = (1 - dt) m + dt (blocks(phi(m)) + u).
+// Backward, g the gradient of x': gu = dt g, gy = (1 - dt) g + phi'(m) * blocks^T(gu),
+// g_prev = G_prev + gy Q; after the loop dQ^T = X_prev^T GY, d(W_k^T) = phi(M)_k^T GU_k, du = GU.
+
+// out <- (1 - dt) m + dt (y + u), y in block layout, u from rows or the fused input layer
+template <typename S>
+inline __attribute__((always_inline)) void split_fwd_body(int64_t B, int64_t b0, int64_t b1, int64_t K,
+    int64_t n, S* __restrict out, const S* __restrict m, const S* __restrict y,
+    const S* __restrict u, int64_t F, const S* __restrict x, const S* __restrict winT,
+    const S* __restrict bias, S dt, S* __restrict acc) {
+  const int64_t N = K * n;
+  const S keep = S(1) - dt;
+  for (int64_t b = b0; b < b1; ++b) {
+    const S* urow;
+    if (u != nullptr) urow = u + b * N;
+    else { input_row<S>(N, F, x + b * F, winT, bias, acc); urow = acc; }
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t o = b * N + k * n;
+      const S* yr = y + (k * B + b) * n;
+      for (int64_t i = 0; i < n; ++i) out[o + i] = keep * m[o + i] + dt * (yr[i] + urow[k * n + i]);
+    }
+  }
+}
+
+// gy <- (1 - dt) g + phi'(m) * q, q in block layout
+template <typename S, int64_t A>
+inline __attribute__((always_inline)) void split_bwd_body(int64_t B, int64_t b0, int64_t b1, int64_t K,
+    int64_t n, const S* __restrict g, const S* __restrict q, const S* __restrict m, S dt,
+    S* __restrict gy) {
+  const int64_t N = K * n;
+  const S keep = S(1) - dt;
+  for (int64_t b = b0; b < b1; ++b)
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t o = b * N + k * n;
+      const S* qr = q + (k * B + b) * n;
+      for (int64_t i = 0; i < n; ++i) gy[o + i] = keep * g[o + i] + qr[i] * dact<S, A>(m[o + i]);
+    }
+}
+
+CLONES void split_fwd_f(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n, float* o, const float* m,
+    const float* y, const float* u, int64_t F, const float* x, const float* w, const float* bias, float dt, float* acc) {
+  split_fwd_body<float>(B, b0, b1, K, n, o, m, y, u, F, x, w, bias, dt, acc); }
+void split_fwd_d(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n, double* o, const double* m,
+    const double* y, const double* u, int64_t F, const double* x, const double* w, const double* bias, double dt, double* acc) {
+  split_fwd_body<double>(B, b0, b1, K, n, o, m, y, u, F, x, w, bias, dt, acc); }
+
+#define SPLIT_KERNELS(A)                                                                           \
+  CLONES void split_bwd_f##A(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n,             \
+      const float* g, const float* q, const float* m, float dt, float* gy) {                     \
+    split_bwd_body<float, A>(B, b0, b1, K, n, g, q, m, dt, gy); }                                 \
+  void split_bwd_d##A(int64_t B, int64_t b0, int64_t b1, int64_t K, int64_t n,                    \
+      const double* g, const double* q, const double* m, double dt, double* gy) {                \
+    split_bwd_body<double, A>(B, b0, b1, K, n, g, q, m, dt, gy); }
+
+SPLIT_KERNELS(0)
+SPLIT_KERNELS(1)
+SPLIT_KERNELS(2)
+SPLIT_KERNELS(3)
+
+void split_fwd(int64_t B, int64_t K, int64_t n, float* o, const float* m, const float* y, const float* u, int64_t F, const float* x, const float* w, const float* bias, double dt) {
+  over_rows<float>(B, K * n, [&](int64_t b0, int64_t b1, float* acc) { split_fwd_f(B, b0, b1, K, n, o, m, y, u, F, x, w, bias, float(dt), acc); }); }
+void split_fwd(int64_t B, int64_t K, int64_t n, double* o, const double* m, const double* y, const double* u, int64_t F, const double* x, const double* w, const double* bias, double dt) {
+  over_rows<double>(B, K * n, [&](int64_t b0, int64_t b1, double* acc) { split_fwd_d(B, b0, b1, K, n, o, m, y, u, F, x, w, bias, dt, acc); }); }
+void split_bwd(int64_t a, int64_t B, int64_t K, int64_t n, const float* g, const float* q, const float* m, double dt, float* gy) {
+  over_rows<float>(B, K * n, [&](int64_t b0, int64_t b1, float*) { SWITCH_ACT(a, split_bwd_f, B, b0, b1, K, n, g, q, m, float(dt), gy) }); }
+void split_bwd(int64_t a, int64_t B, int64_t K, int64_t n, const double* g, const double* q, const double* m, double dt, double* gy) {
+  over_rows<double>(B, K * n, [&](int64_t b0, int64_t b1, double*) { SWITCH_ACT(a, split_bwd_d, B, b0, b1, K, n, g, q, m, dt, gy) }); }
+
+// As network_forward with Qt = Q^T in place of L^T. Returns states and, when store, (1 or 2, T,
+// B, N): the moved states m of every step, and phi(m) when store_blocks.
+std::vector<Tensor> network_splitting_forward(Tensor inputs, Tensor win, Tensor bias, Tensor x0,
+                                              Tensor Qt, Tensor Wk, double dt, int64_t activation,
+                                              bool store, bool store_blocks) {
+  check_cpu(inputs, "inputs"); check_cpu(x0, "x0"); check_cpu(Qt, "flow"); check_cpu(Wk, "blocks");
+  const bool fused = win.numel() > 0;
+  const int64_t T = inputs.size(0), B = inputs.size(1), N = x0.size(1);
+  const int64_t K = Wk.size(0), n = Wk.size(1), F = fused ? inputs.size(2) : 0;
+  TORCH_CHECK(K * n == N, "stablernn engine: blocks (", K, " x ", n, ") do not cover ", N, " units");
+  auto opts = inputs.options();
+  Tensor winT = fused ? win.t().contiguous() : at::empty({0}, opts);
+  Tensor b = bias.contiguous();
+  auto states = pooled_empty({T, B, N}, opts);
+  auto saved = store ? pooled_empty({store_blocks ? 2 : 1, T, B, N}, opts) : at::empty({0}, opts);
+  const int64_t blocks = row_blocks(B, N);
+  AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "network_splitting_forward", [&] {
+    const scalar_t* in = inputs.data_ptr<scalar_t>();
+    const scalar_t* wp = ptr_or_null<scalar_t>(winT);
+    const scalar_t* bp = ptr_or_null<scalar_t>(b);
+    over_row_blocks(B, blocks, [&](int64_t, int64_t r0, int64_t r1) {
+      const int64_t R = r1 - r0;
+      Tensor phik = at::empty({K, R, n}, opts), yk = at::empty({K, R, n}, opts);
+      Tensor moved_rows = at::empty({store ? 0 : R, N}, opts);
+      Tensor x = x0.narrow(0, r0, R);
+      for (int64_t t = 0; t < T; ++t) {
+        Tensor st = states.select(0, t).narrow(0, r0, R);
+        Tensor m = store ? saved.select(0, 0).select(0, t).narrow(0, r0, R) : moved_rows;
+        at::mm_out(m, x, Qt);
+        scalar_t* ph = (store && store_blocks) ? saved.select(0, 1).data_ptr<scalar_t>() + (t * B + r0) * N : nullptr;
+        net_phi(activation, R, K, n, m.data_ptr<scalar_t>(), phik.data_ptr<scalar_t>(), ph);
+        at::bmm_out(yk, phik, Wk);
+        split_fwd(R, K, n, st.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(), yk.data_ptr<scalar_t>(),
+                  fused ? nullptr : in + (t * B + r0) * N, F, fused ? in + (t * B + r0) * F : nullptr,
+                  wp, bp, dt);
+        x = st;
+      }
+    });
+  });
+  return {states, saved};
+}
+
+// As network_backward, with saved from network_splitting_forward. Returns grads of (inputs, win,
+// bias, x0, Qt, Wk); empty tensors where not applicable.
+std::vector<Tensor> network_splitting_backward(Tensor G, Tensor G_last, Tensor states, Tensor saved,
+                                               Tensor inputs, Tensor win, Tensor bias, Tensor x0,
+                                               Tensor Qt, Tensor Wk, double dt, int64_t activation,
+                                               bool need_inputs, bool need_blocks) {
+  check_cpu(G, "grad"); check_cpu(G_last, "grad of the last state"); check_cpu(states, "states");
+  check_cpu(saved, "saved");
+  const bool fused = win.numel() > 0;
+  const bool per_step = G.numel() > 0;
+  const int64_t T = states.size(0), B = states.size(1), N = states.size(2);
+  const int64_t K = Wk.size(0), n = Wk.size(1);
+  auto opts = states.options();
+  Tensor Q = Qt.t().contiguous();
+  Tensor WkT = Wk.transpose(1, 2).contiguous();
+  Tensor moved = saved.select(0, 0);
+  auto GU = pooled_empty({T, B, N}, opts), GY = pooled_empty({T, B, N}, opts);
+  const int64_t F = fused ? inputs.size(2) : 0;
+  const int64_t blocks = row_blocks(B, N);
+  std::vector<InputGrads> input_grads;
+  for (int64_t c = 0; c < blocks; ++c) input_grads.emplace_back(fused ? N : 0, F, opts);
+  Tensor grad_x0 = at::empty({B, N}, opts);
+  AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "network_splitting_backward", [&] {
+    const scalar_t* xin = fused ? inputs.data_ptr<scalar_t>() : nullptr;
+    over_row_blocks(B, blocks, [&](int64_t c, int64_t r0, int64_t r1) {
+      const int64_t R = r1 - r0;
+      Tensor gk = at::empty({K, R, n}, opts), qk = at::empty({K, R, n}, opts);
+      Tensor g = per_step ? G.select(0, T - 1).narrow(0, r0, R).clone() : at::zeros({R, N}, opts);
+      if (G_last.numel() > 0) g.add_(G_last.narrow(0, r0, R));
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const int64_t row = (t * B + r0) * N;
+        scalar_t* gu = GU.data_ptr<scalar_t>() + row;
+        net_scale(R, K, n, g.data_ptr<scalar_t>(), dt, gk.data_ptr<scalar_t>(), gu);
+        if (fused) input_grads[c].add<scalar_t>(R, gu, N, xin + (t * B + r0) * F);
+        at::bmm_out(qk, gk, WkT);
+        Tensor gy = GY.select(0, t).narrow(0, r0, R);
+        split_bwd(activation, R, K, n, g.data_ptr<scalar_t>(), qk.data_ptr<scalar_t>(),
+                  moved.data_ptr<scalar_t>() + row, dt, gy.data_ptr<scalar_t>());
+        Tensor out = t > 0 ? g : grad_x0.narrow(0, r0, R);
+        if (t > 0 && per_step) at::addmm_out(out, G.select(0, t - 1).narrow(0, r0, R), gy, Q);
+        else at::mm_out(out, gy, Q);
+      }
+    });
+  });
+  for (int64_t c = 1; c < blocks; ++c) input_grads[0].acc.add_(input_grads[c].acc);
+  Tensor grad_Qt = at::mm(x0.t(), GY.select(0, 0));
+  if (T > 1) {
+    grad_Qt.addmm_(states.narrow(0, 0, T - 1).reshape({(T - 1) * B, N}).t(),
+                   GY.narrow(0, 1, T - 1).reshape({(T - 1) * B, N}));
+  }
+  Tensor grad_Wk = at::empty({0}, opts);
+  if (need_blocks) {
+    TORCH_CHECK(saved.size(0) == 2, "stablernn engine: phi(m) was not stored for the blocks' gradient");
+    grad_Wk = at::empty({K, n, n}, opts);
+    Tensor phv = saved.select(0, 1).reshape({T * B, N});
+    Tensor guv = GU.reshape({T * B, N});
+    for (int64_t k = 0; k < K; ++k) {
+      Tensor out = grad_Wk.select(0, k);
+      at::mm_out(out, phv.narrow(1, k * n, n).t(), guv.narrow(1, k * n, n));
+    }
+  }
+  std::vector<Tensor> grads;
+  if (fused) grads = input_grads[0].finish(GU.reshape({T * B, N}), inputs, win, bias, need_inputs);
+  else grads = {GU, at::empty({0}, opts), at::empty({0}, opts)};
+  grads.push_back(grad_x0);
+  grads.push_back(grad_Qt);
+  grads.push_back(grad_Wk);
+  return grads;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -1005,6 +1187,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lipschitz_rk2_backward", &lipschitz_rk2_backward);
   m.def("network_forward", &network_forward);
   m.def("network_backward", &network_backward);
+  m.def("network_splitting_forward", &network_splitting_forward);
+  m.def("network_splitting_backward", &network_splitting_backward);
   m.def("empty_cache", &empty_cache);
   m.def("set_cache_limit", &set_cache_limit);
   m.def("cache_stats", &cache_stats);
