@@ -267,6 +267,7 @@ def test_no_compile_notice_when_the_build_is_cached(empty_extension_cache, monke
     native = empty_extension_cache
     monkeypatch.setattr(cpp_extension, "load_inline", lambda *args, **kwargs: object())
     name = native.extension_name(["-O3"])
+    Path(native.build_directory(name)).mkdir(parents=True)
     Path(native.build_directory(name), f"{name}.so").write_bytes(b"")
     assert native.is_cached(name) is True
     native._compile(["-O3"])

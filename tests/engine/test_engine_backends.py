@@ -163,9 +163,10 @@ def test_memory_cache_reuses_and_frees_blocks():
 
 
 def test_a_stale_build_lock_is_removed_before_compiling(tmp_path, monkeypatch):
-    """A builder that died leaves ``lock`` and no library; torch's build would wait on it
-    forever. Old locks without a library are removed; fresh ones (a build in progress) and
-    locks beside a built library are kept."""
+    """A process that died while it held the build lock leaves ``lock``; torch's build would
+    wait on it forever, with or without a library beside it (seen: a killed CI run). Old locks
+    are removed, with or without a library; fresh ones (a build in progress) are kept. The
+    build happens in :func:`native.build_directory` (passed to torch explicitly)."""
     from torch.utils import cpp_extension
 
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
@@ -180,14 +181,16 @@ def test_a_stale_build_lock_is_removed_before_compiling(tmp_path, monkeypatch):
     assert native.remove_stale_lock(name) is False and lock.exists()  # a build in progress
     os.utime(lock, (old, old))
     (directory / f"{name}.so").write_bytes(b"")
-    assert native.remove_stale_lock(name) is False and lock.exists()  # its library is built
+    assert native.remove_stale_lock(name) is True and not lock.exists()  # beside a library
     (directory / f"{name}.so").unlink()
 
+    lock.write_text("")
+    os.utime(lock, (old, old))
     seen = []
-    monkeypatch.setattr(cpp_extension, "load_inline",
-                        lambda *args, **kwargs: seen.append(lock.exists()) or object())
+    monkeypatch.setattr(cpp_extension, "load_inline", lambda *args, **kwargs: seen.append(
+        (lock.exists(), kwargs["build_directory"])) or object())
     native._compile(["-O3"])
-    assert seen == [False] and not lock.exists()
+    assert seen == [(False, str(directory))] and not lock.exists()
 
 
 def test_the_portable_build_is_the_last_resort(fresh_state, monkeypatch, caplog):

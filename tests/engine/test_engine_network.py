@@ -151,7 +151,7 @@ def test_paper_size_sparse_combo_net_float32(backend):
 @pytest.mark.parametrize("last_only", [False, True])
 @pytest.mark.parametrize("input_size", [2, 40])  # fused input layer, projected inputs
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("method", ["euler", "splitting"])  # the steps with native kernels
+@pytest.mark.parametrize("method", ["euler", "splitting", "rk2"])
 def test_rows_split_across_threads_matches_loop(threads, input_size, last_only, method):
     """On 2 threads the native kernels run the batch as two blocks of rows, one per thread, for
     the whole sequence (B = 71: uneven blocks); on 1 thread as one block. Both agree with the
@@ -295,9 +295,11 @@ def test_splitting_engine_matches_the_loop_in_states_and_gradients(activation):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("net", ["sparse", "svd"])
 @pytest.mark.parametrize("method", ["rk2", "splitting"])
-def test_rk2_and_splitting_match_the_loop(method, net, dtype, last_only):
-    """The networks' RK2 (explicit midpoint) and splitting steps on the engine: states and every
-    gradient as the plain loop computes them, Sparse (fixed blocks) and SVD (trained blocks)."""
+@pytest.mark.parametrize("backend", ["native", "python"])
+def test_rk2_and_splitting_match_the_loop(backend, method, net, dtype, last_only):
+    """The networks' RK2 (explicit midpoint) and splitting steps on the engine, both paths:
+    states and every gradient as the plain loop computes them, Sparse (fixed blocks) and SVD
+    (trained blocks)."""
     torch.manual_seed(3)
     if net == "sparse":
         layer = SparseComboNet(2, num_subnetworks=3, subnetwork_size=4, density=0.5, seed=1,
@@ -307,7 +309,8 @@ def test_rk2_and_splitting_match_the_loop(method, net, dtype, last_only):
                             method=method, feedback_init_std=0.3)
     assert layer.cell.engine_plan().method == method
     engine, loop = perturbed_pair(layer, dtype, seed=6, scale=0.1)
-    assert_matches(engine, loop, steps=40, batch=3, dtype=dtype, last_only=last_only)
+    with use_backend(available(backend)):
+        assert_matches(engine, loop, steps=40, batch=3, dtype=dtype, last_only=last_only)
 
 
 @pytest.mark.parametrize("method", list(RECURRENCES))

@@ -8,8 +8,7 @@ Supported (everything else runs the plain loop of ``RecurrentLayer.run``):
 
 - Lipschitz RNN: ``method="euler"`` and ``"exponential"`` (the same kernel with
   ``T = exp(eps alpha A)``), and ``"rk2"`` (the midpoint kernel).
-- Networks of networks: ``method="euler"`` and ``"splitting"`` (native kernels), ``"rk2"``
-  (the engine's PyTorch path: :func:`stablernn.engine.network.network_rk2`), every leaf a rate subnetwork (paper 000, eq. 1) of one
+- Networks of networks: ``method="euler"``, ``"rk2"`` and ``"splitting"``, every leaf a rate subnetwork (paper 000, eq. 1) of one
   size and one activation (relu, tanh, sigmoid, softplus), so that all run as one batched group,
   and no hierarchical connections. (Mixed sizes or activations, Lipschitz parts and
   hierarchical connections run the loop.)
@@ -39,7 +38,6 @@ ENGINES = ("auto", "loop")
 MAX_FUSED_INPUT = 32
 _logged: set[tuple[str, str]] = set()
 NETWORK_RECURRENCES = {"euler": network_euler, "rk2": network_rk2, "splitting": network_splitting}
-PYTHON_ONLY = (network_rk2,)  # no native kernel yet
 
 
 def _log_path(model: str, path: str, why: str | None = None) -> None:
@@ -83,10 +81,7 @@ def run_plan(plan: Plan, inputs: torch.Tensor, hidden: torch.Tensor,
         _log_path(name, "loop", "tensors of more than one dtype or device")
         return None
     if not torch.compiler.is_compiling():  # the operator picks the same path when it runs
-        if run in PYTHON_ONLY:
-            _log_path(name, "python", f"no native kernel for the {plan.method} step yet")
-        else:
-            _log_path(name, native.backend_for(*tensors))
+        _log_path(name, native.backend_for(*tensors))
     fused = input_layer is not None and inputs.shape[-1] <= MAX_FUSED_INPUT
     return run(inputs if fused else project(inputs), hidden, *matrices, *settings,
                input_weight=input_layer.weight if fused else None,

@@ -87,48 +87,43 @@ COMPILE_NOTICE = ("stablernn: compiling native kernels (first use, about 30-60 s
                   "afterwards in {})")
 
 
-def build_directory(name: str) -> str | None:
-    """Where torch's extension cache keeps the build of ``name`` (``$TORCH_EXTENSIONS_DIR`` or
-    ``~/.cache/torch_extensions``, per Python and CUDA version); None when it cannot be told."""
-    from torch.utils import cpp_extension
-
-    try:
-        return cpp_extension._get_build_directory(name, verbose=False)
-    except Exception:  # a private helper of torch: without it, no notice (see below)
-        return None
-
-
-def is_cached(name: str) -> bool | None:
-    """Whether a built library of ``name`` is in the cache (then ``load_inline`` only loads it,
-    in well under a second); None when the cache cannot be found."""
-    directory = build_directory(name)
-    if directory is None:
-        return None
-    return os.path.isfile(os.path.join(directory, f"{name}.so"))
+def build_directory(name: str) -> str:
+    """Where the build of ``name`` lives: ``<root>/py<version>_cpu/<name>`` with ``root``
+    ``$TORCH_EXTENSIONS_DIR`` or ``~/.cache/torch_extensions`` (``$XDG_CACHE_HOME`` respected),
+    the layout of torch's own extension cache; passed to the build explicitly, so it is always
+    where the build happens."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "torch_extensions")
+    version = f"py{sys.version_info.major}{sys.version_info.minor}_cpu"
+    return os.path.join(root, version, name)
 
 
-# A build takes about a minute; a lock this old without a built library was left by a process
-# that died while building, and would make every later process wait on it forever.
+def is_cached(name: str) -> bool:
+    """Whether a built library of ``name`` is in the cache (then the build only loads it, in
+    well under a second)."""
+    return os.path.isfile(os.path.join(build_directory(name), f"{name}.so"))
+
+
+# A build takes about a minute; a lock this old was left by a process that died (or was killed)
+# while it held torch's build lock, and would make every later process wait on it forever,
+# whether or not a library was built before it died.
 STALE_LOCK_SECONDS = 600
 
 
 def remove_stale_lock(name: str, max_age: float = STALE_LOCK_SECONDS) -> bool:
-    """Remove the build lock of ``name`` when it is older than ``max_age`` seconds and no built
-    library is beside it (its builder died); True when one was removed."""
-    directory = build_directory(name)
-    if directory is None:
-        return False
-    lock = os.path.join(directory, "lock")
+    """Remove the build lock of ``name`` when it is older than ``max_age`` seconds (its holder
+    died); True when one was removed."""
+    lock = os.path.join(build_directory(name), "lock")
     try:
         age = time.time() - os.path.getmtime(lock)
     except OSError:  # no lock
         return False
-    if age < max_age or os.path.isfile(os.path.join(directory, f"{name}.so")):
+    if age < max_age:
         return False
     with contextlib.suppress(FileNotFoundError):
         os.remove(lock)
-    log.warning("stablernn engine: removed a stale build lock (%s, %.0f s old, no library "
-                "built): its builder did not finish", lock, age)
+    log.warning("stablernn engine: removed a stale build lock (%s, %.0f s old): the process "
+                "that held it did not finish", lock, age)
     return True
 
 
@@ -136,7 +131,7 @@ def announce_compile(name: str, stream: Any = None) -> bool:
     """Print :data:`COMPILE_NOTICE` (one line, to ``stream``, default stderr) when ``name`` is
     about to be compiled, i.e. its library is not cached; at most once per process. True when
     the notice was printed."""
-    if _state.get("announced") or is_cached(name) is not False:
+    if _state.get("announced") or is_cached(name):
         return False
     _state["announced"] = True
     stream = sys.stderr if stream is None else stream
@@ -148,11 +143,13 @@ def _compile(flags: list[str]) -> Any:
     from torch.utils import cpp_extension
 
     name = extension_name(flags)
+    directory = build_directory(name)
+    os.makedirs(directory, exist_ok=True)
     remove_stale_lock(name)
     announce_compile(name)
     link = [flag for flag in flags if flag == "-fopenmp"]
     return cpp_extension.load_inline(name, cpp_sources=[SOURCE], extra_cflags=flags,
-                                     extra_ldflags=link, verbose=False)
+                                     extra_ldflags=link, build_directory=directory, verbose=False)
 
 
 def _build() -> tuple[Any, str | None]:

@@ -106,26 +106,30 @@ def _python_backward(grad_states, grad_last, states, phi, x0, feedback_t, blocks
     return scaled, g, grad_feedback, grad_blocks
 
 
-def _rk2_forward(u, x0, feedback_t, blocks_t, step_size, activation, midpoints=None):
+def _rk2_forward(u, x0, feedback_t, blocks_t, step_size, activation, saved=None):
     """The explicit midpoint loop of ``AssemblyCell.step`` (``method="rk2"``), with
-    ``f(x) = x (L^T - I) + blocks(phi(x)) + u``; ``midpoints`` receives every step's midpoint
-    when given."""
+    ``f(x) = x (L^T - I) + blocks(phi(x)) + u``; ``saved`` (``(1 or 3, T, B, N)``) receives
+    every step's midpoint and, with three rows, ``phi(x_t)`` and ``phi(mid_t)`` when given."""
     coupling = feedback_t - torch.eye(feedback_t.shape[0], dtype=feedback_t.dtype,
                                       device=feedback_t.device)
+    keep_phi = saved is not None and saved.shape[0] == 3
 
-    def field(x, t):
-        return torch.addmm(_mix(_phi(activation, x), blocks_t).add_(u[t]), x, coupling)
+    def field(x, t, phi_slot):
+        phi = _phi(activation, x)
+        if keep_phi:
+            saved[phi_slot, t].copy_(phi)
+        return torch.addmm(_mix(phi, blocks_t).add_(u[t]), x, coupling)
 
     def step_into(t, x, out):
-        midpoint = field(x, t).mul_(0.5 * step_size).add_(x)
-        torch.add(x, field(midpoint, t), alpha=step_size, out=out)
-        if midpoints is not None:
-            midpoints[t].copy_(midpoint)
+        midpoint = field(x, t, 1).mul_(0.5 * step_size).add_(x)
+        torch.add(x, field(midpoint, t, 2), alpha=step_size, out=out)
+        if saved is not None:
+            saved[0, t].copy_(midpoint)
 
     return unroll(u, x0, step_into)
 
 
-def _rk2_backward(grad_states, grad_last, states, midpoints, x0, feedback_t, blocks_t, step_size,
+def _rk2_backward(grad_states, grad_last, states, saved, x0, feedback_t, blocks_t, step_size,
                   activation, need_blocks):
     """BPTT of :func:`_rk2_forward`. With ``g`` the gradient of ``x_{t+1}``, ``a = dt g``,
     ``b = dt/2 g_mid``: ``g_mid = a C^T + phi'(mid) * blocks^T(a)``,
@@ -135,6 +139,7 @@ def _rk2_backward(grad_states, grad_last, states, midpoints, x0, feedback_t, blo
     grad = None if grad_states is None else grad_states.contiguous()
     steps, batch, size = states.shape
     count, block = blocks_t.shape[0], blocks_t.shape[1]
+    midpoints = saved[0]
     coupling_t = (feedback_t - torch.eye(size, dtype=feedback_t.dtype,
                                          device=feedback_t.device)).t()
     blocks = blocks_t.transpose(1, 2)
@@ -155,11 +160,11 @@ def _rk2_backward(grad_states, grad_last, states, midpoints, x0, feedback_t, blo
         previous.reshape(-1, size).t(), first.reshape(-1, size))
     grad_blocks = None
     if need_blocks:
-        def block_grad(at, rows):
-            phi = _phi(activation, at).reshape(-1, count, block).permute(1, 2, 0)
+        def block_grad(phi, rows):
+            phi = phi.reshape(-1, count, block).permute(1, 2, 0)
             return torch.bmm(phi, rows.reshape(-1, count, block).transpose(0, 1))
 
-        grad_blocks = block_grad(midpoints, second) + block_grad(previous, first)
+        grad_blocks = block_grad(saved[2], second) + block_grad(saved[1], first)
     return first + second, g, grad_feedback, grad_blocks
 
 
@@ -167,43 +172,48 @@ EULER = Recurrence(
     _python_forward, _python_backward,
     lambda steps, batch, size, store_blocks: (steps, batch, size) if store_blocks else (0,),
     "network_forward", "network_backward")
-RK2 = Recurrence(_rk2_forward, _rk2_backward,
-                 lambda steps, batch, size, _store_blocks: (steps, batch, size))
+RK2 = Recurrence(
+    _rk2_forward, _rk2_backward,
+    lambda steps, batch, size, store_blocks: (3 if store_blocks else 1, steps, batch, size),
+    "network_rk2_forward", "network_rk2_backward")
 network_euler_op = operators.define("network_euler", EULER)
 network_rk2_op = operators.define("network_rk2", RK2)
 
 
-def network_euler(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tensor,
-                  blocks_t: torch.Tensor, step_size: float, activation: str = "relu",
-                  input_weight: torch.Tensor | None = None,
-                  input_bias: torch.Tensor | None = None,
-                  backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(states, last)``: the states ``(T, B, N)`` of K same-size rate subnetworks joined by
+def sequence_function(operator, name: str, doc: str):
+    """The public function of a network operator: ``f(inputs, x0, matrix_t, blocks_t,
+    step_size, activation="relu", input_weight=None, input_bias=None, backend=None) ->
+    (states, last)``, arguments checked."""
+
+    def run(inputs: torch.Tensor, x0: torch.Tensor, matrix_t: torch.Tensor,
+            blocks_t: torch.Tensor, step_size: float, activation: str = "relu",
+            input_weight: torch.Tensor | None = None, input_bias: torch.Tensor | None = None,
+            backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        check_network(blocks_t, x0, activation)
+        return operators.run(operator, inputs, x0, matrix_t, blocks_t, step_size, activation,
+                             input_weight, input_bias, backend)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = doc
+    return run
+
+
+network_euler = sequence_function(network_euler_op, "network_euler", """
+    ``(states, last)``: the states ``(T, B, N)`` of K same-size rate subnetworks joined by
     feedback, Euler (paper 000, eq. 5 with eq. 1 parts), and the last state ``(B, N)`` as a
     separate tensor (see :func:`stablernn.engine.lipschitz.lipschitz_euler`); the torch operator
     ``stablernn::network_euler``.
 
     ``inputs``: ``U s_t + b`` for all steps ``(T, B, N)``, or the raw inputs ``(T, B, F)`` when
     ``input_weight`` (``(N, F)``) and optionally ``input_bias`` are given (the native path then
-    applies the input layer inside the loop); ``x0``: ``(B, N)``; ``feedback_t``: ``L^T``
-    ``(N, N)``; ``blocks_t``: stacked ``W_k^T`` ``(K, n, n)`` with ``K n = N``; ``step_size``:
-    dt; ``activation``: one of relu, tanh, sigmoid, softplus. Differentiable in every tensor.
-    """
-    check_network(blocks_t, x0, activation)
-    return operators.run(network_euler_op, inputs, x0, feedback_t, blocks_t, step_size,
-                         activation, input_weight, input_bias, backend)
+    applies the input layer inside the loop); ``x0``: ``(B, N)``; ``matrix_t``: ``L^T``
+    ``(N, N)``; ``blocks_t``: stacked ``W_k^T`` ``(K, n, n)`` with ``K n = N``; ``step_size``: dt;
+    ``activation``: one of relu, tanh, sigmoid, softplus; ``backend``: ``"native"``,
+    ``"python"`` or ``None`` (pick). Differentiable in every tensor.""")
 
-
-def network_rk2(inputs: torch.Tensor, x0: torch.Tensor, feedback_t: torch.Tensor,
-                blocks_t: torch.Tensor, step_size: float, activation: str = "relu",
-                input_weight: torch.Tensor | None = None,
-                input_bias: torch.Tensor | None = None,
-                backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(states, last)`` of the same networks with the explicit midpoint (RK2) step of
+network_rk2 = sequence_function(network_rk2_op, "network_rk2", """
+    ``(states, last)`` of the same networks with the explicit midpoint (RK2) step of
     ``AssemblyCell(method="rk2")``: ``mid = x + dt/2 f(x)``, ``x' = x + dt f(mid)``,
     ``f(x) = -x + blocks(phi(x)) + x L^T + u_t`` (input held over the step). The torch operator
-    ``stablernn::network_rk2``, PyTorch path only (no native kernel yet); arguments as
-    :func:`network_euler`. The forward also stores the midpoints."""
-    check_network(blocks_t, x0, activation)
-    return operators.run(network_rk2_op, inputs, x0, feedback_t, blocks_t, step_size, activation,
-                         input_weight, input_bias, backend)
+    ``stablernn::network_rk2``; arguments as :func:`network_euler`. The forward also stores the
+    midpoints (and ``phi`` of the states and midpoints when the blocks are trained).""")

@@ -22,7 +22,7 @@ import torch
 
 from stablernn.engine import operators
 from stablernn.engine._outputs import last_state_gradient, unroll
-from stablernn.engine.network import _mix, _phi, _phi_slope, check_network
+from stablernn.engine.network import _mix, _phi, _phi_slope, sequence_function
 from stablernn.engine.operators import Recurrence
 
 
@@ -76,16 +76,8 @@ SPLITTING = Recurrence(
 network_splitting_op = operators.define("network_splitting", SPLITTING)
 
 
-def network_splitting(inputs: torch.Tensor, x0: torch.Tensor, flow_t: torch.Tensor,
-                      blocks_t: torch.Tensor, step_size: float, activation: str = "relu",
-                      input_weight: torch.Tensor | None = None,
-                      input_bias: torch.Tensor | None = None,
-                      backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(states, last)`` of K same-size rate subnetworks joined by feedback, splitting step
-    (module docstring); the torch operator ``stablernn::network_splitting``. ``inputs``:
-    ``U s_t + b`` ``(T, B, N)`` (or raw inputs with ``input_weight``, ``input_bias``);
-    ``x0``: ``(B, N)``; ``flow_t``: ``Q^T`` ``(N, N)``; ``blocks_t``: stacked ``W_k^T``
-    ``(K, n, n)``. Differentiable in every tensor."""
-    check_network(blocks_t, x0, activation)
-    return operators.run(network_splitting_op, inputs, x0, flow_t, blocks_t, step_size,
-                         activation, input_weight, input_bias, backend)
+network_splitting = sequence_function(network_splitting_op, "network_splitting", """
+    ``(states, last)`` of K same-size rate subnetworks joined by feedback, splitting step
+    (module docstring); the torch operator ``stablernn::network_splitting``. Arguments as
+    :func:`stablernn.engine.network.network_euler`, with ``matrix_t`` the feedback's step
+    ``Q^T`` ``(N, N)``. Differentiable in every tensor.""")

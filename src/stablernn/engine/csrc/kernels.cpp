@@ -872,6 +872,57 @@ void net_scale(int64_t B, int64_t K, int64_t n, const float* g, double dt, float
 void net_scale(int64_t B, int64_t K, int64_t n, const double* g, double dt, double* gk, double* gu) {
   over_rows<double>(B, K * n, [&](int64_t b0, int64_t b1, double*) { net_scale_d(B, b0, b1, K, n, g, dt, gk, gu); }); }
 
+// What the networks' backward passes share: sizes, one input-layer accumulator per row block,
+// the start of each block's gradient, the block weights' gradient and the returned list.
+struct NetworkBackward {
+  bool fused, per_step;  // per_step: every state has a gradient (else the last one only)
+  int64_t T, B, N, K, n, F, blocks;
+  at::TensorOptions opts;
+  std::vector<InputGrads> input_grads;
+  Tensor grad_x0;
+
+  NetworkBackward(const Tensor& G, const Tensor& G_last, const Tensor& states, const Tensor& inputs,
+                  const Tensor& win, const Tensor& Wk)
+      : fused(win.numel() > 0), per_step(G.numel() > 0), T(states.size(0)), B(states.size(1)),
+        N(states.size(2)), K(Wk.size(0)), n(Wk.size(1)), F(win.numel() > 0 ? inputs.size(2) : 0),
+        blocks(row_blocks(states.size(1), states.size(2))), opts(states.options()) {
+    check_cpu(G, "grad"); check_cpu(G_last, "grad of the last state"); check_cpu(states, "states");
+    for (int64_t c = 0; c < blocks; ++c) input_grads.emplace_back(fused ? N : 0, F, opts);
+    grad_x0 = at::empty({B, N}, opts);
+  }
+
+  // the whole gradient of the last state, rows [r0, r0 + R)
+  Tensor last_gradient(const Tensor& G, const Tensor& G_last, int64_t r0, int64_t R) const {
+    Tensor g = per_step ? G.select(0, T - 1).narrow(0, r0, R).clone() : at::zeros({R, N}, opts);
+    if (G_last.numel() > 0) g.add_(G_last.narrow(0, r0, R));
+    return g;
+  }
+
+  // out (K, n, n) [+]= phi_k^T rows_k over all T B rows (phi, rows: (T, B, N)), strided views
+  void block_gradient(Tensor& out, const Tensor& phi, const Tensor& rows, bool accumulate) const {
+    Tensor phv = phi.reshape({T * B, N}), rv = rows.reshape({T * B, N});
+    for (int64_t k = 0; k < K; ++k) {
+      Tensor block = out.select(0, k);
+      if (accumulate) block.addmm_(phv.narrow(1, k * n, n).t(), rv.narrow(1, k * n, n));
+      else at::mm_out(block, phv.narrow(1, k * n, n).t(), rv.narrow(1, k * n, n));
+    }
+  }
+
+  // grads of (inputs, win, bias, x0, coupling, blocks) from GU = du (T, B, N)
+  std::vector<Tensor> finish(const Tensor& GU, const Tensor& inputs, const Tensor& win,
+                             const Tensor& bias, bool need_inputs, const Tensor& grad_coupling,
+                             const Tensor& grad_blocks) {
+    for (int64_t c = 1; c < blocks; ++c) input_grads[0].acc.add_(input_grads[c].acc);
+    std::vector<Tensor> grads;
+    if (fused) grads = input_grads[0].finish(GU.reshape({T * B, N}), inputs, win, bias, need_inputs);
+    else grads = {GU, at::empty({0}, opts), at::empty({0}, opts)};
+    grads.push_back(grad_x0);
+    grads.push_back(grad_coupling);
+    grads.push_back(grad_blocks);
+    return grads;
+  }
+};
+
 // inputs: projected (T,B,N) when win is empty, else raw (T,B,F) with win (N,F), bias (N) or empty.
 // x0 (B,N), Lt (N,N) = L^T, Wk (K,n,n) = stacked W_k^T.
 // Returns states (T,B,N) and, when store_phi, phi(X_prev) (T,B,N) for the block weight gradient.
@@ -923,78 +974,53 @@ std::vector<Tensor> network_backward(Tensor G, Tensor G_last, Tensor states, Ten
                                      Tensor win, Tensor bias, Tensor x0, Tensor Lt, Tensor Wk,
                                      double dt, int64_t activation, bool need_inputs,
                                      bool need_blocks) {
-  check_cpu(G, "grad"); check_cpu(G_last, "grad of the last state"); check_cpu(states, "states");
-  const bool fused = win.numel() > 0;
-  const bool per_step = G.numel() > 0;  // else only the last state has a gradient
-  const int64_t T = states.size(0), B = states.size(1), N = states.size(2);
-  const int64_t K = Wk.size(0), n = Wk.size(1);
-  auto opts = states.options();
+  NetworkBackward nb(G, G_last, states, inputs, win, Wk);
+  const int64_t T = nb.T, B = nb.B, N = nb.N, K = nb.K, n = nb.n, F = nb.F;
+  auto opts = nb.opts;
   Tensor PT = at::eye(N, opts).mul_(1.0 - dt).add_(Lt.t(), dt).contiguous();
   Tensor WkT = Wk.transpose(1, 2).contiguous();  // the W_k themselves
   auto GU = pooled_empty({T, B, N}, opts);
-  const int64_t F = fused ? inputs.size(2) : 0;
-  const int64_t blocks = row_blocks(B, N);
-  std::vector<InputGrads> input_grads;  // one accumulator per row block
-  for (int64_t c = 0; c < blocks; ++c) input_grads.emplace_back(fused ? N : 0, F, opts);
-  Tensor grad_x0 = at::empty({B, N}, opts);
   AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "network_backward", [&] {
-    const scalar_t* xin = fused ? inputs.data_ptr<scalar_t>() : nullptr;
-    over_row_blocks(B, blocks, [&](int64_t c, int64_t r0, int64_t r1) {
+    const scalar_t* xin = nb.fused ? inputs.data_ptr<scalar_t>() : nullptr;
+    over_row_blocks(B, nb.blocks, [&](int64_t c, int64_t r0, int64_t r1) {
       const int64_t R = r1 - r0;
       Tensor gk = at::empty({K, R, n}, opts);
       Tensor qk = at::empty({K, R, n}, opts);
-      Tensor gcur = per_step ? G.select(0, T - 1).narrow(0, r0, R).clone() : at::zeros({R, N}, opts);
-      if (G_last.numel() > 0) gcur.add_(G_last.narrow(0, r0, R));
+      Tensor gcur = nb.last_gradient(G, G_last, r0, R);
       Tensor gnext = at::empty({R, N}, opts);
       // GU rows of step t for this block
       auto gu_rows = [&](int64_t t) { return GU.data_ptr<scalar_t>() + (t * B + r0) * N; };
       net_scale(R, K, n, gcur.data_ptr<scalar_t>(), dt, gk.data_ptr<scalar_t>(), gu_rows(T - 1));
-      if (fused) input_grads[c].add<scalar_t>(R, gu_rows(T - 1), N, xin + ((T - 1) * B + r0) * F);
+      if (nb.fused) nb.input_grads[c].add<scalar_t>(R, gu_rows(T - 1), N, xin + ((T - 1) * B + r0) * F);
       for (int64_t t = T - 1; t >= 0; --t) {
         at::bmm_out(qk, gk, WkT);
         at::mm_out(gnext, gcur, PT);
         const scalar_t* xprev = (t > 0 ? states.select(0, t - 1) : x0).data_ptr<scalar_t>() + r0 * N;
         if (t > 0) {
-          const scalar_t* Gp = per_step ? G.data_ptr<scalar_t>() + ((t - 1) * B + r0) * N : nullptr;
+          const scalar_t* Gp = nb.per_step ? G.data_ptr<scalar_t>() + ((t - 1) * B + r0) * N : nullptr;
           net_bwd(activation, R, K, n, gnext.data_ptr<scalar_t>(), Gp, qk.data_ptr<scalar_t>(),
                   xprev, dt, gk.data_ptr<scalar_t>(), gu_rows(t - 1));
-          if (fused) input_grads[c].add<scalar_t>(R, gu_rows(t - 1), N, xin + ((t - 1) * B + r0) * F);
+          if (nb.fused) nb.input_grads[c].add<scalar_t>(R, gu_rows(t - 1), N, xin + ((t - 1) * B + r0) * F);
         } else {
           net_bwd(activation, R, K, n, gnext.data_ptr<scalar_t>(), (const scalar_t*)nullptr,
                   qk.data_ptr<scalar_t>(), xprev, dt, (scalar_t*)nullptr, (scalar_t*)nullptr);
         }
         std::swap(gcur, gnext);
       }
-      grad_x0.narrow(0, r0, R).copy_(gcur);
+      nb.grad_x0.narrow(0, r0, R).copy_(gcur);
     });
   });
-  for (int64_t c = 1; c < blocks; ++c) input_grads[0].acc.add_(input_grads[c].acc);
   Tensor grad_Lt = at::mm(x0.t(), GU.select(0, 0));
   if (T > 1) {
     grad_Lt.addmm_(states.narrow(0, 0, T - 1).reshape({(T - 1) * B, N}).t(),
                    GU.narrow(0, 1, T - 1).reshape({(T - 1) * B, N}));
   }
   Tensor grad_Wk = at::empty({0}, opts);
-  if (need_blocks) {
-    // d(W_k^T) = phi(X_prev)_k^T GU_k: per block, strided views, no copies
+  if (need_blocks) {  // d(W_k^T) = phi(X_prev)_k^T GU_k
     grad_Wk = at::empty({K, n, n}, opts);
-    Tensor phv = ph.reshape({T * B, N});
-    Tensor guv = GU.reshape({T * B, N});
-    for (int64_t k = 0; k < K; ++k) {
-      Tensor out = grad_Wk.select(0, k);
-      at::mm_out(out, phv.narrow(1, k * n, n).t(), guv.narrow(1, k * n, n));
-    }
+    nb.block_gradient(grad_Wk, ph, GU, false);
   }
-  std::vector<Tensor> grads;
-  if (fused) {
-    grads = input_grads[0].finish(GU.reshape({T * B, N}), inputs, win, bias, need_inputs);
-  } else {
-    grads = {GU, at::empty({0}, opts), at::empty({0}, opts)};
-  }
-  grads.push_back(grad_x0);
-  grads.push_back(grad_Lt);
-  grads.push_back(grad_Wk);
-  return grads;
+  return nb.finish(GU, inputs, win, bias, need_inputs, grad_Lt, grad_Wk);
 }
 
 // ------------------------------------------------------------------ networks, splitting step
@@ -1114,68 +1140,176 @@ std::vector<Tensor> network_splitting_backward(Tensor G, Tensor G_last, Tensor s
                                                Tensor inputs, Tensor win, Tensor bias, Tensor x0,
                                                Tensor Qt, Tensor Wk, double dt, int64_t activation,
                                                bool need_inputs, bool need_blocks) {
-  check_cpu(G, "grad"); check_cpu(G_last, "grad of the last state"); check_cpu(states, "states");
+  NetworkBackward nb(G, G_last, states, inputs, win, Wk);
   check_cpu(saved, "saved");
-  const bool fused = win.numel() > 0;
-  const bool per_step = G.numel() > 0;
-  const int64_t T = states.size(0), B = states.size(1), N = states.size(2);
-  const int64_t K = Wk.size(0), n = Wk.size(1);
-  auto opts = states.options();
+  const int64_t T = nb.T, B = nb.B, N = nb.N, K = nb.K, n = nb.n, F = nb.F;
+  auto opts = nb.opts;
   Tensor Q = Qt.t().contiguous();
   Tensor WkT = Wk.transpose(1, 2).contiguous();
   Tensor moved = saved.select(0, 0);
   auto GU = pooled_empty({T, B, N}, opts), GY = pooled_empty({T, B, N}, opts);
-  const int64_t F = fused ? inputs.size(2) : 0;
-  const int64_t blocks = row_blocks(B, N);
-  std::vector<InputGrads> input_grads;
-  for (int64_t c = 0; c < blocks; ++c) input_grads.emplace_back(fused ? N : 0, F, opts);
-  Tensor grad_x0 = at::empty({B, N}, opts);
   AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "network_splitting_backward", [&] {
-    const scalar_t* xin = fused ? inputs.data_ptr<scalar_t>() : nullptr;
-    over_row_blocks(B, blocks, [&](int64_t c, int64_t r0, int64_t r1) {
+    const scalar_t* xin = nb.fused ? inputs.data_ptr<scalar_t>() : nullptr;
+    over_row_blocks(B, nb.blocks, [&](int64_t c, int64_t r0, int64_t r1) {
       const int64_t R = r1 - r0;
       Tensor gk = at::empty({K, R, n}, opts), qk = at::empty({K, R, n}, opts);
-      Tensor g = per_step ? G.select(0, T - 1).narrow(0, r0, R).clone() : at::zeros({R, N}, opts);
-      if (G_last.numel() > 0) g.add_(G_last.narrow(0, r0, R));
+      Tensor g = nb.last_gradient(G, G_last, r0, R);
       for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t row = (t * B + r0) * N;
         scalar_t* gu = GU.data_ptr<scalar_t>() + row;
         net_scale(R, K, n, g.data_ptr<scalar_t>(), dt, gk.data_ptr<scalar_t>(), gu);
-        if (fused) input_grads[c].add<scalar_t>(R, gu, N, xin + (t * B + r0) * F);
+        if (nb.fused) nb.input_grads[c].add<scalar_t>(R, gu, N, xin + (t * B + r0) * F);
         at::bmm_out(qk, gk, WkT);
         Tensor gy = GY.select(0, t).narrow(0, r0, R);
         split_bwd(activation, R, K, n, g.data_ptr<scalar_t>(), qk.data_ptr<scalar_t>(),
                   moved.data_ptr<scalar_t>() + row, dt, gy.data_ptr<scalar_t>());
-        Tensor out = t > 0 ? g : grad_x0.narrow(0, r0, R);
-        if (t > 0 && per_step) at::addmm_out(out, G.select(0, t - 1).narrow(0, r0, R), gy, Q);
+        Tensor out = t > 0 ? g : nb.grad_x0.narrow(0, r0, R);
+        if (t > 0 && nb.per_step) at::addmm_out(out, G.select(0, t - 1).narrow(0, r0, R), gy, Q);
         else at::mm_out(out, gy, Q);
       }
     });
   });
-  for (int64_t c = 1; c < blocks; ++c) input_grads[0].acc.add_(input_grads[c].acc);
   Tensor grad_Qt = at::mm(x0.t(), GY.select(0, 0));
   if (T > 1) {
     grad_Qt.addmm_(states.narrow(0, 0, T - 1).reshape({(T - 1) * B, N}).t(),
                    GY.narrow(0, 1, T - 1).reshape({(T - 1) * B, N}));
   }
   Tensor grad_Wk = at::empty({0}, opts);
-  if (need_blocks) {
+  if (need_blocks) {  // d(W_k^T) = phi(M)_k^T GU_k
     TORCH_CHECK(saved.size(0) == 2, "stablernn engine: phi(m) was not stored for the blocks' gradient");
     grad_Wk = at::empty({K, n, n}, opts);
-    Tensor phv = saved.select(0, 1).reshape({T * B, N});
-    Tensor guv = GU.reshape({T * B, N});
-    for (int64_t k = 0; k < K; ++k) {
-      Tensor out = grad_Wk.select(0, k);
-      at::mm_out(out, phv.narrow(1, k * n, n).t(), guv.narrow(1, k * n, n));
-    }
+    nb.block_gradient(grad_Wk, saved.select(0, 1), GU, false);
   }
-  std::vector<Tensor> grads;
-  if (fused) grads = input_grads[0].finish(GU.reshape({T * B, N}), inputs, win, bias, need_inputs);
-  else grads = {GU, at::empty({0}, opts), at::empty({0}, opts)};
-  grads.push_back(grad_x0);
-  grads.push_back(grad_Qt);
-  grads.push_back(grad_Wk);
-  return grads;
+  return nb.finish(GU, inputs, win, bias, need_inputs, grad_Qt, grad_Wk);
+}
+
+// ------------------------------------------------------------------ networks, RK2
+// The explicit midpoint step with f(x) = x C + blocks(phi(x)) + u, C = L^T - I, h = dt / 2:
+//   mid = x P_h + h (blocks(phi(x)) + u)        (P_h = (1 - h) I + h L^T: an Euler step of h)
+//   x'  = x + mid (dt C) + dt (blocks(phi(mid)) + u)
+// Backward, g the gradient of x': a = dt g, g_mid = g (dt C)^T + phi'(mid) * blocks^T(a),
+//   b = h g_mid, g_prev = G_prev + g + g_mid P_h^T + phi'(x) * blocks^T(b);
+//   after the loop dL^T = Mid^T A + X_prev^T B, d(W_k^T) = phi(Mid)_k^T A_k + phi(X_prev)_k^T B_k,
+//   du = A + B.
+
+// As network_forward. Returns states and, when store, (1 or 3, T, B, N): the midpoints, and
+// phi(X_prev), phi(Mid) when store_blocks.
+std::vector<Tensor> network_rk2_forward(Tensor inputs, Tensor win, Tensor bias, Tensor x0, Tensor Lt,
+                                        Tensor Wk, double dt, int64_t activation, bool store,
+                                        bool store_blocks) {
+  check_cpu(inputs, "inputs"); check_cpu(x0, "x0"); check_cpu(Lt, "feedback"); check_cpu(Wk, "blocks");
+  const bool fused = win.numel() > 0;
+  const int64_t T = inputs.size(0), B = inputs.size(1), N = x0.size(1);
+  const int64_t K = Wk.size(0), n = Wk.size(1), F = fused ? inputs.size(2) : 0;
+  TORCH_CHECK(K * n == N, "stablernn engine: blocks (", K, " x ", n, ") do not cover ", N, " units");
+  auto opts = inputs.options();
+  const double h = 0.5 * dt;
+  Tensor P_half = at::eye(N, opts).mul_(1.0 - h).add_(Lt, h);
+  Tensor dtC = (Lt - at::eye(N, opts)).mul_(dt).contiguous();
+  Tensor winT = fused ? win.t().contiguous() : at::empty({0}, opts);
+  Tensor b = bias.contiguous();
+  auto states = pooled_empty({T, B, N}, opts);
+  const bool keep_phi = store && store_blocks;
+  auto saved = store ? pooled_empty({keep_phi ? 3 : 1, T, B, N}, opts) : at::empty({0}, opts);
+  const int64_t blocks = row_blocks(B, N);
+  AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "network_rk2_forward", [&] {
+    const scalar_t* in = inputs.data_ptr<scalar_t>();
+    const scalar_t* wp = ptr_or_null<scalar_t>(winT);
+    const scalar_t* bp = ptr_or_null<scalar_t>(b);
+    auto slot = [&](int64_t which, int64_t t, int64_t r0) {
+      return saved.data_ptr<scalar_t>() + ((which * T + t) * B + r0) * N; };
+    over_row_blocks(B, blocks, [&](int64_t, int64_t r0, int64_t r1) {
+      const int64_t R = r1 - r0;
+      Tensor phik = at::empty({K, R, n}, opts), phim = at::empty({K, R, n}, opts);
+      Tensor yk = at::empty({K, R, n}, opts);
+      Tensor mid_rows = at::empty({store ? 0 : R, N}, opts);
+      Tensor x = x0.narrow(0, r0, R);
+      net_phi(activation, R, K, n, x.data_ptr<scalar_t>(), phik.data_ptr<scalar_t>(),
+              keep_phi ? slot(1, 0, r0) : nullptr);
+      for (int64_t t = 0; t < T; ++t) {
+        Tensor st = states.select(0, t).narrow(0, r0, R);
+        Tensor mid = store ? saved.select(0, 0).select(0, t).narrow(0, r0, R) : mid_rows;
+        const scalar_t* up = fused ? nullptr : in + (t * B + r0) * N;
+        const scalar_t* xp = fused ? in + (t * B + r0) * F : nullptr;
+        at::mm_out(mid, x, P_half);
+        at::bmm_out(yk, phik, Wk);
+        net_fwd(activation, R, K, n, mid.data_ptr<scalar_t>(), yk.data_ptr<scalar_t>(), up, F, xp,
+                wp, bp, h, phim.data_ptr<scalar_t>(), keep_phi ? slot(2, t, r0) : nullptr);
+        at::bmm_out(yk, phim, Wk);
+        at::addmm_out(st, x, mid, dtC);
+        net_fwd(activation, R, K, n, st.data_ptr<scalar_t>(), yk.data_ptr<scalar_t>(), up, F, xp,
+                wp, bp, dt, phik.data_ptr<scalar_t>(),
+                (keep_phi && t + 1 < T) ? slot(1, t + 1, r0) : nullptr);
+        x = st;
+      }
+    });
+  });
+  return {states, saved};
+}
+
+// As network_backward, with saved from network_rk2_forward.
+std::vector<Tensor> network_rk2_backward(Tensor G, Tensor G_last, Tensor states, Tensor saved,
+                                         Tensor inputs, Tensor win, Tensor bias, Tensor x0,
+                                         Tensor Lt, Tensor Wk, double dt, int64_t activation,
+                                         bool need_inputs, bool need_blocks) {
+  NetworkBackward nb(G, G_last, states, inputs, win, Wk);
+  check_cpu(saved, "saved");
+  const int64_t T = nb.T, B = nb.B, N = nb.N, K = nb.K, n = nb.n, F = nb.F;
+  auto opts = nb.opts;
+  const double h = 0.5 * dt;
+  Tensor P_halfT = at::eye(N, opts).mul_(1.0 - h).add_(Lt.t(), h).contiguous();
+  Tensor dtCT = (Lt.t() - at::eye(N, opts)).mul_(dt).contiguous();
+  Tensor WkT = Wk.transpose(1, 2).contiguous();
+  Tensor midpoints = saved.select(0, 0);
+  auto GA = pooled_empty({T, B, N}, opts), GB = pooled_empty({T, B, N}, opts);
+  AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "network_rk2_backward", [&] {
+    const scalar_t* xin = nb.fused ? inputs.data_ptr<scalar_t>() : nullptr;
+    over_row_blocks(B, nb.blocks, [&](int64_t c, int64_t r0, int64_t r1) {
+      const int64_t R = r1 - r0;
+      Tensor gk = at::empty({K, R, n}, opts), qk = at::empty({K, R, n}, opts);
+      Tensor gmid = at::empty({R, N}, opts), gnext = at::empty({R, N}, opts);
+      Tensor g = nb.last_gradient(G, G_last, r0, R);
+      auto rows = [&](Tensor& buffer, int64_t t) { return buffer.data_ptr<scalar_t>() + (t * B + r0) * N; };
+      net_scale(R, K, n, g.data_ptr<scalar_t>(), dt, gk.data_ptr<scalar_t>(), rows(GA, T - 1));
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const scalar_t* xin_t = nb.fused ? xin + (t * B + r0) * F : nullptr;
+        if (nb.fused) nb.input_grads[c].add<scalar_t>(R, rows(GA, t), N, xin_t);
+        at::bmm_out(qk, gk, WkT);
+        at::mm_out(gmid, g, dtCT);
+        net_bwd(activation, R, K, n, gmid.data_ptr<scalar_t>(), (const scalar_t*)nullptr,
+                qk.data_ptr<scalar_t>(), midpoints.data_ptr<scalar_t>() + (t * B + r0) * N, h,
+                gk.data_ptr<scalar_t>(), rows(GB, t));
+        if (nb.fused) nb.input_grads[c].add<scalar_t>(R, rows(GB, t), N, xin_t);
+        at::bmm_out(qk, gk, WkT);
+        at::addmm_out(gnext, g, gmid, P_halfT);
+        const scalar_t* xprev = (t > 0 ? states.select(0, t - 1) : x0).data_ptr<scalar_t>() + r0 * N;
+        if (t > 0) {
+          const scalar_t* Gp = nb.per_step ? G.data_ptr<scalar_t>() + ((t - 1) * B + r0) * N : nullptr;
+          net_bwd(activation, R, K, n, gnext.data_ptr<scalar_t>(), Gp, qk.data_ptr<scalar_t>(),
+                  xprev, dt, gk.data_ptr<scalar_t>(), rows(GA, t - 1));
+        } else {
+          net_bwd(activation, R, K, n, gnext.data_ptr<scalar_t>(), (const scalar_t*)nullptr,
+                  qk.data_ptr<scalar_t>(), xprev, dt, (scalar_t*)nullptr, (scalar_t*)nullptr);
+        }
+        std::swap(g, gnext);
+      }
+      nb.grad_x0.narrow(0, r0, R).copy_(g);
+    });
+  });
+  Tensor grad_Lt = at::mm(midpoints.reshape({T * B, N}).t(), GA.reshape({T * B, N}));
+  grad_Lt.addmm_(x0.t(), GB.select(0, 0));
+  if (T > 1) {
+    grad_Lt.addmm_(states.narrow(0, 0, T - 1).reshape({(T - 1) * B, N}).t(),
+                   GB.narrow(0, 1, T - 1).reshape({(T - 1) * B, N}));
+  }
+  Tensor grad_Wk = at::empty({0}, opts);
+  if (need_blocks) {  // d(W_k^T) = phi(Mid)_k^T A_k + phi(X_prev)_k^T B_k
+    TORCH_CHECK(saved.size(0) == 3, "stablernn engine: phi was not stored for the blocks' gradient");
+    grad_Wk = at::empty({K, n, n}, opts);
+    nb.block_gradient(grad_Wk, saved.select(0, 2), GA, false);
+    nb.block_gradient(grad_Wk, saved.select(0, 1), GB, true);
+  }
+  return nb.finish(GA.add_(GB), inputs, win, bias, need_inputs, grad_Lt, grad_Wk);  // du = A + B
 }
 
 }  // namespace
@@ -1188,6 +1322,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("network_forward", &network_forward);
   m.def("network_backward", &network_backward);
   m.def("network_splitting_forward", &network_splitting_forward);
+  m.def("network_rk2_forward", &network_rk2_forward);
+  m.def("network_rk2_backward", &network_rk2_backward);
   m.def("network_splitting_backward", &network_splitting_backward);
   m.def("empty_cache", &empty_cache);
   m.def("set_cache_limit", &set_cache_limit);
