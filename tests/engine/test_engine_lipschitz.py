@@ -122,7 +122,7 @@ def loss_of(output, last, weights, on):
     return (output * weights).sum() + last.pow(2).sum()
 
 
-@pytest.mark.parametrize("method", ["euler", "rk2"])
+@pytest.mark.parametrize("method", ["euler", pytest.param("rk2", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("loss_on", ["states", "last"])
 @pytest.mark.parametrize("steps", [1, 31, 32, 33, 100])
 @pytest.mark.parametrize("backend", ["native", "python"])

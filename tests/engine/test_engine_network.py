@@ -22,6 +22,7 @@ from stablernn.models.network import NetworkOfNetworks, SparseComboNet, SVDCombo
 from stablernn.models.subnetworks import ProductSubnetwork, SVDSubnetwork, SymmetricSubnetwork
 
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
+SLOW = pytest.mark.slow  # the rest of a matrix whose first entries run in the quick loop
 
 
 def available(backend: str) -> str:
@@ -151,7 +152,8 @@ def test_paper_size_sparse_combo_net_float32(backend):
 @pytest.mark.parametrize("last_only", [False, True])
 @pytest.mark.parametrize("input_size", [2, 40])  # fused input layer, projected inputs
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("method", ["euler", "splitting", "rk2"])
+@pytest.mark.parametrize("method", ["euler", pytest.param("splitting", marks=SLOW),
+                                    pytest.param("rk2", marks=SLOW)])
 def test_rows_split_across_threads_matches_loop(threads, input_size, last_only, method):
     """On 2 threads the native kernels run the batch as two blocks of rows, one per thread, for
     the whole sequence (B = 71: uneven blocks); on 1 thread as one block. Both agree with the
@@ -235,7 +237,8 @@ RECURRENCES = {"euler": network_euler, "rk2": network_rk2, "splitting": network_
 @pytest.mark.parametrize("method", list(RECURRENCES))
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("backend", ["native", "python"])
-@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "softplus"])
+@pytest.mark.parametrize("activation", ["relu", "tanh", pytest.param("sigmoid", marks=SLOW),
+                                        pytest.param("softplus", marks=SLOW)])
 def test_gradcheck(backend, activation, fused, method):
     """Finite differences in float64 on the operator: projected inputs, or raw inputs with the
     input layer applied inside the loop."""
@@ -292,7 +295,7 @@ def test_splitting_engine_matches_the_loop_in_states_and_gradients(activation):
 
 
 @pytest.mark.parametrize("last_only", [False, True])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dtype", [torch.float64, pytest.param(torch.float32, marks=SLOW)])
 @pytest.mark.parametrize("net", ["sparse", "svd"])
 @pytest.mark.parametrize("method", ["rk2", "splitting"])
 @pytest.mark.parametrize("backend", ["native", "python"])
