@@ -147,9 +147,10 @@ def _check_params(params: Sequence[Tensor]) -> list[Tensor]:
 
 def _check_twice_differentiable(gradients: list[Tensor]) -> None:
     """Refuse gradients computed through a backward that is differentiable once only
-    (``torch.autograd.function.once_differentiable``, e.g. the recurrence engine's): autograd
-    marks its outputs with an ``Error`` node that is pruned from ``autograd.grad(..., params)``,
-    so the second derivatives through it would be silently dropped, not reported."""
+    (``torch.autograd.function.once_differentiable``): autograd marks its outputs with an
+    ``Error`` node that is pruned from ``autograd.grad(..., params)``, so the second derivatives
+    through it would be silently dropped, not reported. (The recurrence engine's operators raise
+    with the reason themselves when a second derivative reaches their backward.)"""
     stack, seen = [g.grad_fn for g in gradients if g.grad_fn is not None], set()
     while stack:
         node = stack.pop()
