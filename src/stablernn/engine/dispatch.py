@@ -8,10 +8,10 @@ Supported (everything else runs the plain loop of ``RecurrentLayer.run``):
 
 - Lipschitz RNN: ``method="euler"`` and ``"exponential"`` (the same kernel with
   ``T = exp(eps alpha A)``), and ``"rk2"`` (the midpoint kernel).
-- Networks of networks: ``method="euler"``, ``"rk2"`` and ``"splitting"``, every leaf a rate subnetwork (paper 000, eq. 1) of one
-  size and one activation (relu, tanh, sigmoid, softplus), so that all run as one batched group,
-  and no hierarchical connections. (Mixed sizes or activations, Lipschitz parts and
-  hierarchical connections run the loop.)
+- Networks of networks: ``method="euler"``, ``"rk2"`` and ``"splitting"``, every leaf a rate
+  subnetwork (paper 000, eq. 1) of one size and one activation (relu, tanh, sigmoid, softplus),
+  so that all run as one batched group, and no hierarchical connections. (Mixed sizes or
+  activations, Lipschitz parts and hierarchical connections run the loop.)
 - Tensors: one floating dtype and one device for inputs, state and parameters. The native C++
   kernels take float32 / float64 on the CPU; the pure-PyTorch path takes the rest (CUDA
   included) and is also the fallback when the kernels cannot be compiled.
