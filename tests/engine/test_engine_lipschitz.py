@@ -287,10 +287,14 @@ def test_torch_compile_runs_the_engine_without_a_graph_break(method):
     torch.manual_seed(0)
     model = SequenceClassifier(
         LipschitzRNN(1, 16, step_size=0.1, method=method, check_finite=False), 3)
+    assert_compiles_like_eager(model, torch.randn(10, 4, 1))
+
+
+def assert_compiles_like_eager(model, inputs):
+    """``torch.compile(model, fullgraph=True)`` (which refuses any graph break) gives the eager
+    model's outputs and parameter gradients for a loss on the outputs."""
     eager = copy.deepcopy(model)
-    inputs = torch.randn(10, 4, 1)
-    compiled = torch.compile(model, fullgraph=True)
-    output = compiled(inputs)
+    output = torch.compile(model, fullgraph=True)(inputs)
     output.square().sum().backward()
     expected = eager(inputs)
     expected.square().sum().backward()
