@@ -45,7 +45,9 @@ def run_and_grad(layer, inputs, h0, weights):
 
 
 def assert_matches(layer_engine, layer_loop, inputs, h0, dtype):
-    """States and gradients of the engine equal the loop's to TOLERANCE (relative). In float32
+    """States and gradients of the engine equal the loop's to TOLERANCE (relative). States are
+    measured against the size of h0 at least: a state that is a near-cancelling sum of h_t and
+    step_size * f carries the rounding error of those terms, not of itself. In float32
     the loop's own rounding error can exceed 1e-5 on a small gradient that is a sum of larger
     terms; such a gradient passes when the engine is as close to the float64 loop (the truth, to
     float32 precision) as 1e-5 relative or as twice the float32 loop's own error."""
@@ -53,8 +55,9 @@ def assert_matches(layer_engine, layer_loop, inputs, h0, dtype):
     out_e, last_e, grads_e = run_and_grad(layer_engine, inputs, h0, weights)
     out_l, last_l, grads_l = run_and_grad(layer_loop, inputs, h0, weights)
     tol = TOLERANCE[dtype]
-    assert relative_error(out_e, out_l) < tol
-    assert relative_error(last_e, last_l) < tol
+    state_scale = h0.abs().max().item()
+    assert relative_error(out_e, out_l, state_scale) < tol
+    assert relative_error(last_e, last_l, state_scale) < tol
     assert set(grads_e) == set(grads_l)
     floor = 1e-2 * max(g.abs().max().item() for g in grads_l.values())
     reference = None
@@ -88,6 +91,9 @@ def make_pair(input_size, hidden, step_size, alpha, dtype, seed, bias=True, meth
 @example(seed=0, steps=1, batch=1, hidden=1, input_size=1, step_size=0.5, alpha=0.0,
          dtype=torch.float64, backend="native", bias=True,
          method="euler")  # float64 input-layer gradients once aliased each other (CI)
+@example(seed=1, steps=1, batch=1, hidden=1, input_size=1, step_size=0.2109375, alpha=0.0,
+         dtype=torch.float32, backend="native", bias=False,
+         method="euler")  # a state of -4e-4 from h0 = 0.13: cancellation, not an engine error (CI)
 @given(seed=st.integers(0, 10_000), steps=st.integers(1, 30), batch=st.integers(1, 5),
        hidden=st.integers(1, 12), input_size=st.integers(1, 4),
        step_size=st.floats(0.01, 0.5), alpha=st.floats(0.0, 1.5),

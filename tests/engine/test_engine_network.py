@@ -76,7 +76,8 @@ def assert_matches(engine, loop, steps, batch, dtype, seed=0, last_only=False):
     out_e, grads_e = run_and_grad(engine, inputs, h0, weights, last_only)
     out_l, grads_l = run_and_grad(loop, inputs, h0, weights, last_only)
     tol = TOLERANCE[dtype]
-    assert relative_error(out_e, out_l) < tol
+    # states against the size of h0 at least: a near-cancelling step carries its terms' rounding
+    assert relative_error(out_e, out_l, h0.abs().max().item()) < tol
     assert set(grads_e) == set(grads_l)
     floor = 1e-2 * max(g.abs().max().item() for g in grads_l.values())
     exact = None
