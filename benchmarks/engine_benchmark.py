@@ -313,7 +313,7 @@ def lipschitz_implementations(args, method: str) -> tuple[list[Implementation], 
         model = LipschitzRNN(1, N, step_size=0.3, parametrization="contracting",
                              method="exponential", gamma_a=0.03, nonlinear_share=0.9)
     else:
-        model = LipschitzRNN(1, N, step_size=0.03, method=method)
+        model = LipschitzRNN(1, N, step_size=0.03, method=method, parametrization="paper")
     impls: list[Implementation] = []
     add = _add(impls, N)
     _stablernn_rows(add, model, "plain eager loop", LipschitzLoop.like(model))

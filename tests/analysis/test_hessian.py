@@ -39,7 +39,7 @@ def tiny_problem(layer):
 LAYERS = {
     "ode-rnn": lambda: ODERNN(2, 4, step_size=0.5, batch_first=True),
     "lipschitz": lambda: LipschitzRNN(2, 4, step_size=0.5, init_std=4.0, batch_first=True,
-                                      engine="loop"),
+                                      engine="loop", parametrization="paper"),
 }
 
 
@@ -120,7 +120,7 @@ def test_engine_loss_explains_why_it_cannot_be_differentiated_twice():
 def test_recurrent_parameters_are_the_units_own():
     model = SequenceClassifier(LipschitzRNN(2, 4), 3)
     names = [name for name, _ in recurrent_parameters(model)]
-    assert names == ["rnn.cell.param_a.free", "rnn.cell.param_w.free",
+    assert names == ["rnn.cell.param_a.free", "rnn.cell.param_w.inner.free",
                      "rnn.cell.input_projection.weight", "rnn.cell.input_projection.bias"]
     assert [n for n, _ in recurrent_parameters(model.rnn)] == [n[4:] for n in names]
     assert len(recurrent_parameters(torch.nn.GRU(2, 3))) == 4

@@ -31,7 +31,8 @@ def trained():
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = SequenceClassifier(
-        LipschitzRNN(2, 8, step_size=0.3, batch_first=True, engine="loop"), 3)
+        LipschitzRNN(2, 8, step_size=0.3, batch_first=True, engine="loop",
+                     parametrization="paper"), 3)
     inputs, targets = sequences(512, generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
     threads = torch.get_num_threads()

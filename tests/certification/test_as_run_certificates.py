@@ -143,7 +143,7 @@ def test_splitting_networks_for_any_feedback(seed, scale, step_size):
 
 def test_paper_settings_are_honestly_not_certified_as_run():
     torch.manual_seed(0)
-    paper = LipschitzRNN(1, 32, step_size=0.3)
+    paper = LipschitzRNN(1, 32, step_size=0.3, parametrization="paper")
     certificate = certify(paper)
     assert not certificate.contracting_as_run and certificate.step_factor >= 1
     assert "Not certified as it runs (step 0.3, euler)" in certificate.describe()
@@ -177,7 +177,8 @@ def test_rk2_network_reports_an_rk2_factor():
 def test_paper_parametrization_claims_only_what_holds(seed, gamma_a, step_size, scale, method):
     """Whatever the paper's model claims as run (in whichever metric) holds for its Jacobians."""
     torch.manual_seed(seed)
-    model = LipschitzRNN(2, 8, gamma_a=gamma_a, step_size=step_size, method=method)
+    model = LipschitzRNN(2, 8, gamma_a=gamma_a, step_size=step_size, method=method,
+                         parametrization="paper")
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.mul_(scale * 10)

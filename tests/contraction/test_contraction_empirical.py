@@ -76,7 +76,8 @@ def test_empirical_rate_with_lipschitz_rnn():
     from stablernn.models.lipschitz import LipschitzRNN
 
     torch.manual_seed(0)
-    model = LipschitzRNN(2, 8, gamma_a=1.0, gamma_w=0.5, step_size=0.05).double()
+    model = LipschitzRNN(2, 8, gamma_a=1.0, gamma_w=0.5, step_size=0.05,
+                         parametrization="paper").double()
     certificate = certify_lipschitz(model)
     assert certificate.contracting
     measured = empirical_rate(model, torch.randn(200, 2, 2, dtype=torch.float64), n_pairs=4,

@@ -127,11 +127,12 @@ def test_certify_lipschitz_cell_and_layer():
     from stablernn.models.lipschitz import LipschitzCell, LipschitzRNN
 
     torch.manual_seed(0)
-    cell = LipschitzCell(3, 16, gamma_a=1.0, gamma_w=0.5, step_size=0.1)
+    cell = LipschitzCell(3, 16, gamma_a=1.0, gamma_w=0.5, step_size=0.1, parametrization="paper")
     certificate = certify_lipschitz(cell)
     assert certificate.contracting and certificate.rate > 0
     assert certificate.details["discrete_contracting"] and certificate.max_euler_step > 0.1
-    layer = LipschitzRNN(3, 16, gamma_a=1.0, gamma_w=0.5, step_size=0.1, method="rk2", alpha=0.8)
+    layer = LipschitzRNN(3, 16, gamma_a=1.0, gamma_w=0.5, step_size=0.1, method="rk2", alpha=0.8,
+                         parametrization="paper")
     certificate = certify_lipschitz(layer)
     assert certificate.contracting and "max_rk2_step" in certificate.details
     a, w = layer.A.detach().double().numpy(), layer.W.detach().double().numpy()

@@ -36,7 +36,7 @@ def test_native_kernels_build_where_a_compiler_exists():
 
 def test_without_a_compiler_the_python_path_runs_and_says_so(fresh_state, monkeypatch, caplog):
     monkeypatch.setattr(native, "_compiler", lambda: None)
-    layer = LipschitzRNN(2, 8, step_size=0.1)
+    layer = LipschitzRNN(2, 8, step_size=0.1, parametrization="paper")
     loop = copy.deepcopy(layer)
     loop.engine = "loop"
     inputs = torch.randn(12, 3, 2)
@@ -115,7 +115,7 @@ def test_native_and_python_paths_agree_on_a_training_step():
     if native.load() is None:
         pytest.skip(f"native kernels unavailable: {native.fallback_reason()}")
     torch.manual_seed(0)
-    base = LipschitzRNN(1, 32, step_size=0.05)
+    base = LipschitzRNN(1, 32, step_size=0.05, parametrization="paper")
     inputs, target = torch.randn(50, 6, 1), torch.randn(6, 32)
     results = []
     for backend in ("native", "python"):
@@ -149,7 +149,7 @@ def test_memory_cache_reuses_and_frees_blocks():
     module = native.load()
     if module is None:
         pytest.skip(f"native kernels unavailable: {native.fallback_reason()}")
-    layer = LipschitzRNN(1, 64)
+    layer = LipschitzRNN(1, 64, parametrization="paper")
     inputs = torch.randn(200, 32, 1)  # 1.6 MB of states: above the cache's 1 MB threshold
     with torch.no_grad():
         layer(inputs)

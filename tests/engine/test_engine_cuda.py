@@ -17,7 +17,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 def layers():
     torch.manual_seed(0)
     for method in ("euler", "exponential", "rk2"):
-        yield f"lipschitz-{method}", LipschitzRNN(2, 16, method=method, step_size=0.1)
+        yield f"lipschitz-{method}", LipschitzRNN(2, 16, method=method, step_size=0.1,
+                                                         parametrization="paper")
     for method in ("euler", "splitting", "rk2"):
         yield f"sparse-{method}", SparseComboNet(2, num_subnetworks=3, subnetwork_size=4,
                                                  density=0.5, seed=0, method=method,

@@ -78,7 +78,7 @@ def assert_matches(layer_engine, layer_loop, inputs, h0, dtype):
 def make_pair(input_size, hidden, step_size, alpha, dtype, seed, bias=True, method="euler"):
     torch.manual_seed(seed)
     loop = LipschitzRNN(input_size, hidden, step_size=step_size, alpha=alpha, bias=bias,
-                        method=method, engine="loop").to(dtype)
+                        method=method, parametrization="paper", engine="loop").to(dtype)
     with torch.no_grad():  # away from the near -gamma I initialization
         for parameter in loop.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter) / hidden ** 0.5)
@@ -211,12 +211,12 @@ def test_layouts_batch_first_and_unbatched(batch_first):
 def test_every_method_has_an_engine_plan():
     """Euler, RK2 and the exponential step all run on the engine: RK2 with the slope alpha A^T,
     the others with their transition matrix."""
-    layer = LipschitzRNN(2, 5, method="rk2", alpha=0.5)
+    layer = LipschitzRNN(2, 5, method="rk2", alpha=0.5, parametrization="paper")
     plan = layer.cell.engine_plan()
     assert plan.method == "rk2"
     torch.testing.assert_close(plan.matrix_t, 0.5 * layer.A.t())
     for method in ("euler", "exponential"):
-        cell = LipschitzRNN(2, 5, method=method).cell
+        cell = LipschitzRNN(2, 5, method=method, parametrization="paper").cell
         plan = cell.engine_plan()
         assert plan.method == "euler"
         torch.testing.assert_close(plan.matrix_t, cell.transition().t())

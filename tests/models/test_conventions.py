@@ -119,5 +119,5 @@ def test_constant_matrices_are_buffers_and_move_with_module():
     assert "cell.param_a.identity" in names
     assert layer.cell.A.dtype == torch.float64
     trained = {name for name, _ in layer.named_parameters()}
-    assert trained == {"cell.param_a.free", "cell.param_w.free", "cell.input_projection.weight",
-                       "cell.input_projection.bias"}
+    assert trained == {"cell.param_a.free", "cell.param_w.inner.free",
+                       "cell.input_projection.weight", "cell.input_projection.bias"}

@@ -15,7 +15,8 @@ from stablernn import LipschitzCell, LipschitzRNN
 def make_layer(method, alpha=1.0, step_size=0.1, hidden=6, features=3, scale=0.4):
     torch.manual_seed(1)
     layer = LipschitzRNN(features, hidden, step_size=step_size, method=method, alpha=alpha,
-                         beta_a=0.7, gamma_a=0.2, beta_w=0.6, gamma_w=0.1).double()
+                         beta_a=0.7, gamma_a=0.2, beta_w=0.6, gamma_w=0.1,
+                         parametrization="paper").double()
     with torch.no_grad():  # larger than the paper's init so that A and W matter
         layer.cell.param_a.free.normal_(0, scale)
         layer.cell.param_w.free.normal_(0, scale)
@@ -71,7 +72,8 @@ def test_cell_stepping_reproduces_layer(method):
 
 
 def test_matrices_follow_symmetric_skew_decomposition():
-    cell = LipschitzCell(2, 5, beta_a=0.8, gamma_a=0.3, beta_w=0.6, gamma_w=0.05)
+    cell = LipschitzCell(2, 5, beta_a=0.8, gamma_a=0.3, beta_w=0.6, gamma_w=0.05,
+                         parametrization="paper")
     M = cell.param_a.free.detach()
     expected = 0.2 * (M + M.T) + 0.8 * (M - M.T) - 0.3 * torch.eye(5)
     torch.testing.assert_close(cell.A.detach(), expected)
@@ -121,7 +123,7 @@ def test_gradients_finite_over_784_steps_at_paper_settings():
     """Paper 002 table 8, ordered MNIST: N = 128, beta 0.75, gamma 0.001, eps 0.03, 0.1/128."""
     torch.manual_seed(0)
     layer = LipschitzRNN(1, 128, beta_a=0.75, gamma_a=0.001, beta_w=0.75, gamma_w=0.001,
-                         step_size=0.03, init_std=0.1)
+                         step_size=0.03, init_std=0.1, parametrization="paper")
     readout = torch.nn.Linear(128, 10)
     inputs = torch.rand(784, 8, 1)
     output, _ = layer(inputs)

@@ -74,7 +74,8 @@ def recurrent_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     the readout ``y = D h`` is excluded. A recurrent layer on its own (a stablernn layer,
     ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``): all its parameters. Included are the free parameters
     as trained, e.g. for :class:`~stablernn.LipschitzRNN` the free matrices ``M_A``, ``M_W``
-    (``cell.param_a.free``, ``cell.param_w.free``; ``A`` and ``W`` are linear in them, eq. 6) and
+    (``cell.param_a.free``, and ``cell.param_w.inner.free``, or ``cell.param_w.free`` with
+    ``parametrization="paper"``; ``A`` is linear in ``M_A``, eq. 6) and
     the input map ``U``, ``b`` (``cell.input_projection``). Buffers are not parameters.
     """
     rnn = getattr(model, "rnn", None)

@@ -16,6 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from stablernn.models.lipschitz import PARAMETRIZATION_DEFAULTS
 from stablernn.models.registry import MODELS
 from stablernn.tasks.registry import TASKS, check_task_options
 
@@ -28,8 +29,8 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 # I, ||W|| bounded), step 0.3 for the short digit sequences (T = 64 instead of 784), damping and
 # share chosen on the validation split; combo nets: the splitting step (feedback flow exact).
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lipschitz": {"parametrization": "contracting", "method": "exponential", "step_size": 0.3,
-                  "gamma_a": 0.03, "nonlinear_share": 0.9, "beta_w": 0.75, "gamma_w": 0.001},
+    "lipschitz": {"parametrization": "contracting", **PARAMETRIZATION_DEFAULTS["contracting"],
+                  "beta_w": 0.75, "gamma_w": 0.001},
     "antisymmetric": {"step_size": 0.1, "gamma": 0.01},
     "ode-rnn": {"step_size": 0.1},
     "lstm": {},

@@ -19,7 +19,14 @@ from stablernn.models.recurrent import CellLayer, RecurrentCell, cell_attribute
 from stablernn.parametrizations import NormBounded, SymmetricSkew
 
 LIPSCHITZ_METHODS = ("euler", "rk2", "exponential")
-PARAMETRIZATIONS = ("paper", "contracting")
+PARAMETRIZATIONS = ("contracting", "paper")
+# What a cell gets for the options left out, by parametrization: "contracting" (the default) is
+# certified as it runs; "paper" is paper 002 as published (table 8 values, forward Euler).
+PARAMETRIZATION_DEFAULTS: dict[str, dict[str, float | str]] = {
+    "contracting": {"step_size": 0.3, "method": "exponential", "gamma_a": 0.03,
+                    "nonlinear_share": 0.9},
+    "paper": {"step_size": 0.03, "method": "euler", "gamma_a": 0.001},
+}
 
 
 class LipschitzDynamics(nn.Module):
@@ -80,16 +87,20 @@ class LipschitzCell(LipschitzDynamics, RecurrentCell):
 
     Parametrizations:
 
-    - ``"paper"`` (default): A and W by eq. 6 with ``beta_a`` (0.75 unless given), ``gamma_a``,
-      ``beta_w``, ``gamma_w``. Nothing guarantees contraction; :func:`stablernn.certify` checks.
-    - ``"contracting"``: certified as it runs for every parameter value (with
-      ``method="exponential"``). ``A = (M - M^T) - gamma_a I`` (eq. 6 with ``beta_a = 1``:
-      skew minus damping, ``gamma_a > 0``), so ``||exp(eps alpha A)||_2 = exp(-eps alpha
+    - ``"contracting"`` (default): certified as it runs for every parameter value (with
+      ``method="exponential"``, its default). ``A = (M - M^T) - gamma_a I`` (eq. 6 with
+      ``beta_a = 1``: skew minus damping, ``gamma_a > 0``), so ``||exp(eps alpha A)||_2 = exp(-eps alpha
       gamma_a)``; ``W = w_max V / max(1, ||V||_2)`` with V by eq. 6 (``beta_w``, ``gamma_w``)
       and ``w_max = share (1 - exp(-eps alpha gamma_a)) / eps`` (``share =
       nonlinear_share`` in (0, 1)). Every one-step Jacobian ``exp(eps alpha A) + eps D W``
       (``0 <= D <= I``) then has
       ``||J||_2 <= exp(-eps alpha gamma_a) + share (1 - exp(-eps alpha gamma_a)) < 1``.
+    - ``"paper"``: A and W by eq. 6 with ``beta_a`` (0.75 unless given), ``gamma_a``,
+      ``beta_w``, ``gamma_w``. Nothing guarantees contraction; :func:`stablernn.certify` checks.
+
+    ``step_size``, ``method``, ``gamma_a`` and ``nonlinear_share`` left out (``None``) take the
+    parametrization's defaults (:data:`PARAMETRIZATION_DEFAULTS`): contracting, step 0.3,
+    exponential, ``gamma_a`` 0.03, share 0.9; paper, step 0.03, Euler, ``gamma_a`` 0.001.
 
     Convention: column vectors, ``A h`` as the paper writes it. :attr:`A` and :attr:`W` return the
     matrices in that convention. (The official code multiplies row vectors ``h @ A``, i.e. it
@@ -104,24 +115,29 @@ class LipschitzCell(LipschitzDynamics, RecurrentCell):
         input_size: int,
         hidden_size: int,
         beta_a: float | None = None,
-        gamma_a: float = 0.001,
+        gamma_a: float | None = None,
         beta_w: float = 0.75,
         gamma_w: float = 0.001,
-        step_size: float = 0.03,
-        method: str = "euler",
+        step_size: float | None = None,
+        method: str | None = None,
         alpha: float = 1.0,
         init_std: float = 0.1,
         bias: bool = True,
-        parametrization: str = "paper",
-        nonlinear_share: float = 0.5,
+        parametrization: str = "contracting",
+        nonlinear_share: float | None = None,
     ) -> None:
         super().__init__()
+        parametrization = check_choice("parametrization", parametrization, PARAMETRIZATIONS)
+        defaults = PARAMETRIZATION_DEFAULTS[parametrization]
+        step_size = defaults["step_size"] if step_size is None else step_size
+        method = defaults["method"] if method is None else method
+        gamma_a = defaults["gamma_a"] if gamma_a is None else gamma_a
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.step_size = check_positive("step_size", step_size)
         self.method = check_choice("method", method, LIPSCHITZ_METHODS)
         self.alpha = check_non_negative("alpha", alpha)
-        self.parametrization = check_choice("parametrization", parametrization, PARAMETRIZATIONS)
+        self.parametrization = parametrization
         self.param_a = SymmetricSkew(hidden_size, 0.75 if beta_a is None else beta_a, gamma_a,
                                      init_std)
         self.param_w = SymmetricSkew(hidden_size, beta_w, gamma_w, init_std)
@@ -134,6 +150,8 @@ class LipschitzCell(LipschitzDynamics, RecurrentCell):
                                  f"(the damping that makes every step contract), got gamma_a="
                                  f"{gamma_a!r}, alpha={alpha!r}")
             self.param_a = SymmetricSkew(hidden_size, 1.0, gamma_a, init_std)
+            if nonlinear_share is None:
+                nonlinear_share = defaults["nonlinear_share"]
             share = check_in_range("nonlinear_share", nonlinear_share, 0.0, 1.0)
             if not 0 < share < 1:
                 raise ValueError(f"nonlinear_share must be in (0, 1), got {nonlinear_share!r}")
@@ -196,9 +214,10 @@ class LipschitzRNN(CellLayer):
     ``batch_first``, ``check_finite`` and ``engine``; ``forward(input, h0=None) -> (output,
     h_n)``. ``A``, ``W`` and the step settings read through to the cell.
 
-    ``LipschitzRNN(1, 128, parametrization="contracting", method="exponential", gamma_a=...,
-    step_size=...)`` is certified as it runs for every parameter value. ``engine="auto"``
-    (default) runs every method on the recurrence engine (one torch operator per sequence, with
+    ``LipschitzRNN(1, 128)`` (the contracting parametrization with the exponential step) is
+    certified as it runs for every parameter value; ``parametrization="paper"`` is paper 002 as
+    published (forward Euler), which :func:`stablernn.certify` checks and may refuse.
+    ``engine="auto"`` (default) runs every method on the recurrence engine (one torch operator per sequence, with
     hand-written BPTT; :mod:`stablernn.engine`); ``engine="loop"`` runs the plain autograd loop.
     """
 
