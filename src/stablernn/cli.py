@@ -320,9 +320,11 @@ VERBS = {
         _reproduce_arguments, _reproduce),
     "bench": Verb(
         "side-by-side speed benchmark of the recurrence engine",
-        "Time a training step and a forward pass of the Lipschitz RNN and the Sparse "
-        "Combo Net: GEMM peak and FLOP bound, torch.nn.LSTM, a plain eager loop and "
-        "stablernn's engine, in one process (needs a source checkout).",
+        "Time a training step and a forward pass of the Lipschitz RNN and the Sparse and "
+        "SVD Combo Nets with each of their methods: GEMM peak and FLOP bound, torch.nn.LSTM, "
+        "the plain eager loop of the same equations and stablernn's engine, side by side in "
+        "one process; warns instead of publishing when the machine is busy (needs a source "
+        "checkout).",
         _bench_arguments, _bench),
 }
 

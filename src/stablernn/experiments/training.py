@@ -28,6 +28,7 @@ from stablernn.experiments.modeling import (
 )
 from stablernn.experiments.output import check_writable_directory, write_text_atomic
 from stablernn.experiments.provenance import provenance
+from stablernn.models.counting import count_trained_parameters
 from stablernn.tasks import (
     correct,
     get_batch,
@@ -361,7 +362,7 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, progress: bool
 
 
 def _model_line(run: _Run) -> str:
-    parameters = sum(p.numel() for p in run.module.parameters() if p.requires_grad)
+    parameters = count_trained_parameters(run.module)
     return (f"model {run.config.model} (hidden {run.config.hidden_size}, {parameters:,} trained "
             f"parameters) on {run.device}; run directory {run.run_dir}")
 
@@ -380,7 +381,7 @@ def dry_run(config: TrainConfig, run_dir: str | Path | None = None,
     torch.manual_seed(config.seed)  # the initialization train() would draw
     model = build_model(config, task)
     select_device(config.device)
-    parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    parameters = count_trained_parameters(model)
     log(task.summary())
     log(f"{model}\nmodel {config.model} (hidden {config.hidden_size}): {parameters:,} trained "
         "parameters")

@@ -9,6 +9,7 @@ from stablernn.models.baselines import (
     AntisymmetricRNN,
     ODERNNCell,
 )
+from stablernn.models.counting import count_trained_parameters
 from stablernn.models.feedback import NegativeFeedback
 from stablernn.models.lipschitz import LipschitzCell, LipschitzRNN
 from stablernn.models.network import AssemblyCell, NetworkOfNetworks, SparseComboNet, SVDComboNet
@@ -24,5 +25,5 @@ __all__ = [
     "RateSubnetwork", "SVDComboNet", "SVDSubnetwork", "SparseComboNet", "SparseSubnetwork",
     "GRU", "LSTM", "MODELS", "ODERNN", "AntisymmetricCell", "AntisymmetricRNN", "LipschitzCell",
     "LipschitzRNN", "ODERNNCell", "PerStepReadout", "RecurrentCell", "RecurrentLayer",
-    "SequenceClassifier", "build_layer",
+    "SequenceClassifier", "build_layer", "count_trained_parameters",
 ]

@@ -87,6 +87,10 @@ class NegativeFeedback(nn.Module):
             feedback = feedback - metric_inverse @ damping
         return feedback
 
+    def parameter_masks(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """B is trained only where the mask keeps it (see ``count_trained_parameters``)."""
+        return [(self.coupling, self.mask)]
+
     def extra_repr(self) -> str:
         return (f"mask={self.mask_name!r}, density={self.density:g}, "
                 f"damping={self.damping_factor is not None}, unconstrained={self.unconstrained}")
