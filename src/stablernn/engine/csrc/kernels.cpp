@@ -880,6 +880,7 @@ struct NetworkBackward {
   at::TensorOptions opts;
   std::vector<InputGrads> input_grads;
   Tensor grad_x0;
+  Tensor blocks_t;  // the W_k themselves (Wk holds their transposes)
 
   NetworkBackward(const Tensor& G, const Tensor& G_last, const Tensor& states, const Tensor& inputs,
                   const Tensor& win, const Tensor& Wk)
@@ -889,6 +890,14 @@ struct NetworkBackward {
     check_cpu(G, "grad"); check_cpu(G_last, "grad of the last state"); check_cpu(states, "states");
     for (int64_t c = 0; c < blocks; ++c) input_grads.emplace_back(fused ? N : 0, F, opts);
     grad_x0 = at::empty({B, N}, opts);
+    blocks_t = Wk.transpose(1, 2).contiguous();
+  }
+
+  // the input layer's gradient of step t, rows [r0, r0 + R) of thread block c, from du there
+  template <typename S>
+  void add_input_rows(int64_t c, int64_t R, const S* du, const Tensor& inputs, int64_t t,
+                      int64_t r0) {
+    if (fused) input_grads[c].add<S>(R, du, N, inputs.data_ptr<S>() + (t * B + r0) * F);
   }
 
   // the whole gradient of the last state, rows [r0, r0 + R)
@@ -923,6 +932,38 @@ struct NetworkBackward {
   }
 };
 
+// What the three network forward passes share: the checks, the sizes, the input layer
+// (projected inputs u (T, B, N), or raw inputs (T, B, F) with win (N, F) fused into the step)
+// and the states tensor.
+struct NetworkForward {
+  bool fused;
+  int64_t T, B, N, K, n, F, blocks;
+  at::TensorOptions opts;
+  Tensor winT, bias, states;
+
+  NetworkForward(const Tensor& inputs, const Tensor& win, const Tensor& bias_, const Tensor& x0,
+                 const Tensor& coupling, const char* coupling_name, const Tensor& Wk)
+      : fused(win.numel() > 0), T(inputs.size(0)), B(inputs.size(1)), N(x0.size(1)),
+        K(Wk.size(0)), n(Wk.size(1)), F(win.numel() > 0 ? inputs.size(2) : 0),
+        blocks(row_blocks(inputs.size(1), x0.size(1))), opts(inputs.options()) {
+    check_cpu(inputs, "inputs"); check_cpu(x0, "x0"); check_cpu(coupling, coupling_name);
+    check_cpu(Wk, "blocks");
+    TORCH_CHECK(K * n == N, "stablernn engine: blocks (", K, " x ", n, ") do not cover ", N, " units");
+    winT = fused ? win.t().contiguous() : at::empty({0}, opts);
+    bias = bias_.contiguous();
+    states = pooled_empty({T, B, N}, opts);
+  }
+
+  // rows [r0, ...) of step t: the projected input (or nullptr when fused) and the raw input
+  // (or nullptr when not)
+  template <typename S>
+  const S* projected(const Tensor& inputs, int64_t t, int64_t r0) const {
+    return fused ? nullptr : inputs.data_ptr<S>() + (t * B + r0) * N; }
+  template <typename S>
+  const S* raw(const Tensor& inputs, int64_t t, int64_t r0) const {
+    return fused ? inputs.data_ptr<S>() + (t * B + r0) * F : nullptr; }
+};
+
 // inputs: projected (T,B,N) when win is empty, else raw (T,B,F) with win (N,F), bias (N) or empty.
 // x0 (B,N), Lt (N,N) = L^T, Wk (K,n,n) = stacked W_k^T.
 // Returns states (T,B,N) and, when store_phi, phi(X_prev) (T,B,N) for the block weight gradient.
@@ -930,23 +971,16 @@ std::vector<Tensor> network_forward(Tensor inputs, Tensor win, Tensor bias, Tens
                                     Tensor Wk, double dt, int64_t activation, bool store,
                                     bool store_blocks) {
   const bool store_phi = store && store_blocks;
-  check_cpu(inputs, "inputs"); check_cpu(x0, "x0"); check_cpu(Lt, "feedback"); check_cpu(Wk, "blocks");
-  const bool fused = win.numel() > 0;
-  const int64_t T = inputs.size(0), B = inputs.size(1), N = x0.size(1);
-  const int64_t K = Wk.size(0), n = Wk.size(1), F = fused ? inputs.size(2) : 0;
-  TORCH_CHECK(K * n == N, "stablernn engine: blocks (", K, " x ", n, ") do not cover ", N, " units");
-  auto opts = inputs.options();
+  NetworkForward nf(inputs, win, bias, x0, Lt, "feedback", Wk);
+  const int64_t T = nf.T, B = nf.B, N = nf.N, K = nf.K, n = nf.n, F = nf.F;
+  auto opts = nf.opts;
   Tensor P = at::eye(N, opts).mul_(1.0 - dt).add_(Lt, dt);
-  Tensor winT = fused ? win.t().contiguous() : at::empty({0}, opts);
-  Tensor b = bias.contiguous();
-  auto states = pooled_empty({T, B, N}, opts);
+  Tensor states = nf.states;
   auto ph = store_phi ? pooled_empty({T, B, N}, opts) : at::empty({0}, opts);
-  const int64_t blocks = row_blocks(B, N);
   AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "network_forward", [&] {
-    const scalar_t* in = inputs.data_ptr<scalar_t>();
-    const scalar_t* wp = ptr_or_null<scalar_t>(winT);
-    const scalar_t* bp = ptr_or_null<scalar_t>(b);
-    over_row_blocks(B, blocks, [&](int64_t, int64_t r0, int64_t r1) {
+    const scalar_t* wp = ptr_or_null<scalar_t>(nf.winT);
+    const scalar_t* bp = ptr_or_null<scalar_t>(nf.bias);
+    over_row_blocks(B, nf.blocks, [&](int64_t, int64_t r0, int64_t r1) {
       const int64_t R = r1 - r0;
       Tensor phik = at::empty({K, R, n}, opts);  // phi(x) of this block's rows, block layout
       Tensor yk = at::empty({K, R, n}, opts);
@@ -959,7 +993,7 @@ std::vector<Tensor> network_forward(Tensor inputs, Tensor win, Tensor bias, Tens
         at::bmm_out(yk, phik, Wk);
         scalar_t* next_ph = (store_phi && t + 1 < T) ? ph.data_ptr<scalar_t>() + ((t + 1) * B + r0) * N : nullptr;
         net_fwd(activation, R, K, n, st.data_ptr<scalar_t>(), yk.data_ptr<scalar_t>(),
-                fused ? nullptr : in + (t * B + r0) * N, F, fused ? in + (t * B + r0) * F : nullptr,
+                nf.projected<scalar_t>(inputs, t, r0), F, nf.raw<scalar_t>(inputs, t, r0),
                 wp, bp, dt, phik.data_ptr<scalar_t>(), next_ph);
         x = st;
       }
@@ -978,10 +1012,9 @@ std::vector<Tensor> network_backward(Tensor G, Tensor G_last, Tensor states, Ten
   const int64_t T = nb.T, B = nb.B, N = nb.N, K = nb.K, n = nb.n, F = nb.F;
   auto opts = nb.opts;
   Tensor PT = at::eye(N, opts).mul_(1.0 - dt).add_(Lt.t(), dt).contiguous();
-  Tensor WkT = Wk.transpose(1, 2).contiguous();  // the W_k themselves
+  const Tensor& WkT = nb.blocks_t;
   auto GU = pooled_empty({T, B, N}, opts);
   AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "network_backward", [&] {
-    const scalar_t* xin = nb.fused ? inputs.data_ptr<scalar_t>() : nullptr;
     over_row_blocks(B, nb.blocks, [&](int64_t c, int64_t r0, int64_t r1) {
       const int64_t R = r1 - r0;
       Tensor gk = at::empty({K, R, n}, opts);
@@ -991,7 +1024,7 @@ std::vector<Tensor> network_backward(Tensor G, Tensor G_last, Tensor states, Ten
       // GU rows of step t for this block
       auto gu_rows = [&](int64_t t) { return GU.data_ptr<scalar_t>() + (t * B + r0) * N; };
       net_scale(R, K, n, gcur.data_ptr<scalar_t>(), dt, gk.data_ptr<scalar_t>(), gu_rows(T - 1));
-      if (nb.fused) nb.input_grads[c].add<scalar_t>(R, gu_rows(T - 1), N, xin + ((T - 1) * B + r0) * F);
+      nb.add_input_rows<scalar_t>(c, R, gu_rows(T - 1), inputs, T - 1, r0);
       for (int64_t t = T - 1; t >= 0; --t) {
         at::bmm_out(qk, gk, WkT);
         at::mm_out(gnext, gcur, PT);
@@ -1000,7 +1033,7 @@ std::vector<Tensor> network_backward(Tensor G, Tensor G_last, Tensor states, Ten
           const scalar_t* Gp = nb.per_step ? G.data_ptr<scalar_t>() + ((t - 1) * B + r0) * N : nullptr;
           net_bwd(activation, R, K, n, gnext.data_ptr<scalar_t>(), Gp, qk.data_ptr<scalar_t>(),
                   xprev, dt, gk.data_ptr<scalar_t>(), gu_rows(t - 1));
-          if (nb.fused) nb.input_grads[c].add<scalar_t>(R, gu_rows(t - 1), N, xin + ((t - 1) * B + r0) * F);
+          nb.add_input_rows<scalar_t>(c, R, gu_rows(t - 1), inputs, t - 1, r0);
         } else {
           net_bwd(activation, R, K, n, gnext.data_ptr<scalar_t>(), (const scalar_t*)nullptr,
                   qk.data_ptr<scalar_t>(), xprev, dt, (scalar_t*)nullptr, (scalar_t*)nullptr);
@@ -1097,22 +1130,15 @@ void split_bwd(int64_t a, int64_t B, int64_t K, int64_t n, const double* g, cons
 std::vector<Tensor> network_splitting_forward(Tensor inputs, Tensor win, Tensor bias, Tensor x0,
                                               Tensor Qt, Tensor Wk, double dt, int64_t activation,
                                               bool store, bool store_blocks) {
-  check_cpu(inputs, "inputs"); check_cpu(x0, "x0"); check_cpu(Qt, "flow"); check_cpu(Wk, "blocks");
-  const bool fused = win.numel() > 0;
-  const int64_t T = inputs.size(0), B = inputs.size(1), N = x0.size(1);
-  const int64_t K = Wk.size(0), n = Wk.size(1), F = fused ? inputs.size(2) : 0;
-  TORCH_CHECK(K * n == N, "stablernn engine: blocks (", K, " x ", n, ") do not cover ", N, " units");
-  auto opts = inputs.options();
-  Tensor winT = fused ? win.t().contiguous() : at::empty({0}, opts);
-  Tensor b = bias.contiguous();
-  auto states = pooled_empty({T, B, N}, opts);
+  NetworkForward nf(inputs, win, bias, x0, Qt, "flow", Wk);
+  const int64_t T = nf.T, B = nf.B, N = nf.N, K = nf.K, n = nf.n, F = nf.F;
+  auto opts = nf.opts;
+  Tensor states = nf.states;
   auto saved = store ? pooled_empty({store_blocks ? 2 : 1, T, B, N}, opts) : at::empty({0}, opts);
-  const int64_t blocks = row_blocks(B, N);
   AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "network_splitting_forward", [&] {
-    const scalar_t* in = inputs.data_ptr<scalar_t>();
-    const scalar_t* wp = ptr_or_null<scalar_t>(winT);
-    const scalar_t* bp = ptr_or_null<scalar_t>(b);
-    over_row_blocks(B, blocks, [&](int64_t, int64_t r0, int64_t r1) {
+    const scalar_t* wp = ptr_or_null<scalar_t>(nf.winT);
+    const scalar_t* bp = ptr_or_null<scalar_t>(nf.bias);
+    over_row_blocks(B, nf.blocks, [&](int64_t, int64_t r0, int64_t r1) {
       const int64_t R = r1 - r0;
       Tensor phik = at::empty({K, R, n}, opts), yk = at::empty({K, R, n}, opts);
       Tensor moved_rows = at::empty({store ? 0 : R, N}, opts);
@@ -1125,7 +1151,7 @@ std::vector<Tensor> network_splitting_forward(Tensor inputs, Tensor win, Tensor 
         net_phi(activation, R, K, n, m.data_ptr<scalar_t>(), phik.data_ptr<scalar_t>(), ph);
         at::bmm_out(yk, phik, Wk);
         split_fwd(R, K, n, st.data_ptr<scalar_t>(), m.data_ptr<scalar_t>(), yk.data_ptr<scalar_t>(),
-                  fused ? nullptr : in + (t * B + r0) * N, F, fused ? in + (t * B + r0) * F : nullptr,
+                  nf.projected<scalar_t>(inputs, t, r0), F, nf.raw<scalar_t>(inputs, t, r0),
                   wp, bp, dt);
         x = st;
       }
@@ -1145,11 +1171,10 @@ std::vector<Tensor> network_splitting_backward(Tensor G, Tensor G_last, Tensor s
   const int64_t T = nb.T, B = nb.B, N = nb.N, K = nb.K, n = nb.n, F = nb.F;
   auto opts = nb.opts;
   Tensor Q = Qt.t().contiguous();
-  Tensor WkT = Wk.transpose(1, 2).contiguous();
+  const Tensor& WkT = nb.blocks_t;
   Tensor moved = saved.select(0, 0);
   auto GU = pooled_empty({T, B, N}, opts), GY = pooled_empty({T, B, N}, opts);
   AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "network_splitting_backward", [&] {
-    const scalar_t* xin = nb.fused ? inputs.data_ptr<scalar_t>() : nullptr;
     over_row_blocks(B, nb.blocks, [&](int64_t c, int64_t r0, int64_t r1) {
       const int64_t R = r1 - r0;
       Tensor gk = at::empty({K, R, n}, opts), qk = at::empty({K, R, n}, opts);
@@ -1158,7 +1183,7 @@ std::vector<Tensor> network_splitting_backward(Tensor G, Tensor G_last, Tensor s
         const int64_t row = (t * B + r0) * N;
         scalar_t* gu = GU.data_ptr<scalar_t>() + row;
         net_scale(R, K, n, g.data_ptr<scalar_t>(), dt, gk.data_ptr<scalar_t>(), gu);
-        if (nb.fused) nb.input_grads[c].add<scalar_t>(R, gu, N, xin + (t * B + r0) * F);
+        nb.add_input_rows<scalar_t>(c, R, gu, inputs, t, r0);
         at::bmm_out(qk, gk, WkT);
         Tensor gy = GY.select(0, t).narrow(0, r0, R);
         split_bwd(activation, R, K, n, g.data_ptr<scalar_t>(), qk.data_ptr<scalar_t>(),
@@ -1197,28 +1222,21 @@ std::vector<Tensor> network_splitting_backward(Tensor G, Tensor G_last, Tensor s
 std::vector<Tensor> network_rk2_forward(Tensor inputs, Tensor win, Tensor bias, Tensor x0, Tensor Lt,
                                         Tensor Wk, double dt, int64_t activation, bool store,
                                         bool store_blocks) {
-  check_cpu(inputs, "inputs"); check_cpu(x0, "x0"); check_cpu(Lt, "feedback"); check_cpu(Wk, "blocks");
-  const bool fused = win.numel() > 0;
-  const int64_t T = inputs.size(0), B = inputs.size(1), N = x0.size(1);
-  const int64_t K = Wk.size(0), n = Wk.size(1), F = fused ? inputs.size(2) : 0;
-  TORCH_CHECK(K * n == N, "stablernn engine: blocks (", K, " x ", n, ") do not cover ", N, " units");
-  auto opts = inputs.options();
+  NetworkForward nf(inputs, win, bias, x0, Lt, "feedback", Wk);
+  const int64_t T = nf.T, B = nf.B, N = nf.N, K = nf.K, n = nf.n, F = nf.F;
+  auto opts = nf.opts;
   const double h = 0.5 * dt;
   Tensor P_half = at::eye(N, opts).mul_(1.0 - h).add_(Lt, h);
   Tensor dtC = (Lt - at::eye(N, opts)).mul_(dt).contiguous();
-  Tensor winT = fused ? win.t().contiguous() : at::empty({0}, opts);
-  Tensor b = bias.contiguous();
-  auto states = pooled_empty({T, B, N}, opts);
+  Tensor states = nf.states;
   const bool keep_phi = store && store_blocks;
   auto saved = store ? pooled_empty({keep_phi ? 3 : 1, T, B, N}, opts) : at::empty({0}, opts);
-  const int64_t blocks = row_blocks(B, N);
   AT_DISPATCH_FLOATING_TYPES(inputs.scalar_type(), "network_rk2_forward", [&] {
-    const scalar_t* in = inputs.data_ptr<scalar_t>();
-    const scalar_t* wp = ptr_or_null<scalar_t>(winT);
-    const scalar_t* bp = ptr_or_null<scalar_t>(b);
+    const scalar_t* wp = ptr_or_null<scalar_t>(nf.winT);
+    const scalar_t* bp = ptr_or_null<scalar_t>(nf.bias);
     auto slot = [&](int64_t which, int64_t t, int64_t r0) {
       return saved.data_ptr<scalar_t>() + ((which * T + t) * B + r0) * N; };
-    over_row_blocks(B, blocks, [&](int64_t, int64_t r0, int64_t r1) {
+    over_row_blocks(B, nf.blocks, [&](int64_t, int64_t r0, int64_t r1) {
       const int64_t R = r1 - r0;
       Tensor phik = at::empty({K, R, n}, opts), phim = at::empty({K, R, n}, opts);
       Tensor yk = at::empty({K, R, n}, opts);
@@ -1229,8 +1247,8 @@ std::vector<Tensor> network_rk2_forward(Tensor inputs, Tensor win, Tensor bias, 
       for (int64_t t = 0; t < T; ++t) {
         Tensor st = states.select(0, t).narrow(0, r0, R);
         Tensor mid = store ? saved.select(0, 0).select(0, t).narrow(0, r0, R) : mid_rows;
-        const scalar_t* up = fused ? nullptr : in + (t * B + r0) * N;
-        const scalar_t* xp = fused ? in + (t * B + r0) * F : nullptr;
+        const scalar_t* up = nf.projected<scalar_t>(inputs, t, r0);
+        const scalar_t* xp = nf.raw<scalar_t>(inputs, t, r0);
         at::mm_out(mid, x, P_half);
         at::bmm_out(yk, phik, Wk);
         net_fwd(activation, R, K, n, mid.data_ptr<scalar_t>(), yk.data_ptr<scalar_t>(), up, F, xp,
@@ -1259,11 +1277,10 @@ std::vector<Tensor> network_rk2_backward(Tensor G, Tensor G_last, Tensor states,
   const double h = 0.5 * dt;
   Tensor P_halfT = at::eye(N, opts).mul_(1.0 - h).add_(Lt.t(), h).contiguous();
   Tensor dtCT = (Lt.t() - at::eye(N, opts)).mul_(dt).contiguous();
-  Tensor WkT = Wk.transpose(1, 2).contiguous();
+  const Tensor& WkT = nb.blocks_t;
   Tensor midpoints = saved.select(0, 0);
   auto GA = pooled_empty({T, B, N}, opts), GB = pooled_empty({T, B, N}, opts);
   AT_DISPATCH_FLOATING_TYPES(states.scalar_type(), "network_rk2_backward", [&] {
-    const scalar_t* xin = nb.fused ? inputs.data_ptr<scalar_t>() : nullptr;
     over_row_blocks(B, nb.blocks, [&](int64_t c, int64_t r0, int64_t r1) {
       const int64_t R = r1 - r0;
       Tensor gk = at::empty({K, R, n}, opts), qk = at::empty({K, R, n}, opts);
@@ -1272,14 +1289,13 @@ std::vector<Tensor> network_rk2_backward(Tensor G, Tensor G_last, Tensor states,
       auto rows = [&](Tensor& buffer, int64_t t) { return buffer.data_ptr<scalar_t>() + (t * B + r0) * N; };
       net_scale(R, K, n, g.data_ptr<scalar_t>(), dt, gk.data_ptr<scalar_t>(), rows(GA, T - 1));
       for (int64_t t = T - 1; t >= 0; --t) {
-        const scalar_t* xin_t = nb.fused ? xin + (t * B + r0) * F : nullptr;
-        if (nb.fused) nb.input_grads[c].add<scalar_t>(R, rows(GA, t), N, xin_t);
+        nb.add_input_rows<scalar_t>(c, R, rows(GA, t), inputs, t, r0);
         at::bmm_out(qk, gk, WkT);
         at::mm_out(gmid, g, dtCT);
         net_bwd(activation, R, K, n, gmid.data_ptr<scalar_t>(), (const scalar_t*)nullptr,
                 qk.data_ptr<scalar_t>(), midpoints.data_ptr<scalar_t>() + (t * B + r0) * N, h,
                 gk.data_ptr<scalar_t>(), rows(GB, t));
-        if (nb.fused) nb.input_grads[c].add<scalar_t>(R, rows(GB, t), N, xin_t);
+        nb.add_input_rows<scalar_t>(c, R, rows(GB, t), inputs, t, r0);
         at::bmm_out(qk, gk, WkT);
         at::addmm_out(gnext, g, gmid, P_halfT);
         const scalar_t* xprev = (t > 0 ? states.select(0, t - 1) : x0).data_ptr<scalar_t>() + r0 * N;
