@@ -531,10 +531,16 @@ inline __attribute__((always_inline)) void rk2_half_body(int64_t b0, int64_t b1,
     const S* ur;
     if (u != nullptr) ur = u + b * n;
     else { input_row<S>(n, F, x + b * F, winT, bias, ub + b * n); ur = ub + b * n; }
-    for (int64_t i = 0; i < n; ++i) {
-      const S d = tanh_of(zr[i] + ur[i]);
-      mr[i] = hr[i] + half * (a[i] + d);
-      if (d1 != nullptr) d1[b * n + i] = d;
+    // the branch outside the loops: inside, it keeps GCC from vectorizing them
+    if (d1 != nullptr) {
+      S* dr = d1 + b * n;
+      for (int64_t i = 0; i < n; ++i) {
+        const S d = tanh_of(zr[i] + ur[i]);
+        mr[i] = hr[i] + half * (a[i] + d);
+        dr[i] = d;
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) mr[i] = hr[i] + half * (a[i] + tanh_of(zr[i] + ur[i]));
     }
   }
 }
@@ -547,10 +553,15 @@ inline __attribute__((always_inline)) void rk2_full_body(int64_t b0, int64_t b1,
   for (int64_t b = b0; b < b1; ++b) {
     const S* a = hm + b * 2 * n; const S* zr = a + n; const S* hr = h + b * n;
     const S* ur = u + b * n; S* o = out + b * n;
-    for (int64_t i = 0; i < n; ++i) {
-      const S d = tanh_of(zr[i] + ur[i]);
-      o[i] = hr[i] + eps * (a[i] + d);
-      if (d2 != nullptr) d2[b * n + i] = d;
+    if (d2 != nullptr) {
+      S* dr = d2 + b * n;
+      for (int64_t i = 0; i < n; ++i) {
+        const S d = tanh_of(zr[i] + ur[i]);
+        o[i] = hr[i] + eps * (a[i] + d);
+        dr[i] = d;
+      }
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i] = hr[i] + eps * (a[i] + tanh_of(zr[i] + ur[i]));
     }
   }
 }
@@ -769,12 +780,14 @@ inline __attribute__((always_inline)) void net_phi_body(int64_t B, int64_t b0, i
     const S* __restrict x, S* __restrict phik, S* __restrict ph) {
   const int64_t N = K * n;
   for (int64_t b = b0; b < b1; ++b)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t i = 0; i < n; ++i) {
-        const S p = act<S, A>(x[b * N + k * n + i]);
-        phik[(k * B + b) * n + i] = p;
-        if (ph != nullptr) ph[b * N + k * n + i] = p;
+    for (int64_t k = 0; k < K; ++k) {
+      const S* xr = x + b * N + k * n; S* pr = phik + (k * B + b) * n;
+      for (int64_t i = 0; i < n; ++i) pr[i] = act<S, A>(xr[i]);
+      if (ph != nullptr) {
+        S* hr = ph + b * N + k * n;
+        for (int64_t i = 0; i < n; ++i) hr[i] = pr[i];
       }
+    }
 }
 
 // g (B, N) holds g_next P^T on entry. g <- g + G + phi'(x) * q (q in block layout);
