@@ -5,8 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
-from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
 from stablernn import LipschitzCell, LipschitzRNN
@@ -134,3 +132,17 @@ def test_gradients_finite_over_784_steps_at_paper_settings():
     assert all(n > 0 for n in norms)  # and not vanished to exactly zero
     assert layer.cell.param_a.free.grad.abs().max() < 1e3
 
+
+
+@pytest.mark.parametrize("parametrization, options, message", [
+    ("paper", {"nonlinear_share": 0.5}, r"nonlinear_share applies to parametrization="
+                                        r"'contracting' only .* got nonlinear_share=0\.5"),
+    ("contracting", {"beta_a": 0.75}, r"beta_a must be 1 .* got 0\.75"),
+    ("contracting", {"gamma_a": 0.0}, r"needs gamma_a > 0 and alpha > 0 .* gamma_a=0\.0"),
+    ("contracting", {"nonlinear_share": 1.0}, r"nonlinear_share must be in \(0, 1\), got 1\.0"),
+])
+def test_options_of_the_other_parametrization_are_refused(parametrization, options, message):
+    """An option the chosen parametrization would ignore or that breaks its guarantee is an
+    error naming it, never silently dropped."""
+    with pytest.raises(ValueError, match=message):
+        LipschitzCell(2, 4, parametrization=parametrization, **options)

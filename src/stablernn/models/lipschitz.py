@@ -157,6 +157,11 @@ class LipschitzCell(LipschitzDynamics, RecurrentCell):
                 raise ValueError(f"nonlinear_share must be in (0, 1), got {nonlinear_share!r}")
             damping = math.exp(-self.step_size * self.alpha * gamma_a)
             self.param_w = NormBounded(self.param_w, share * (1.0 - damping) / self.step_size)
+        elif nonlinear_share is not None:
+            # Only the contracting parametrization bounds ||W||; the paper's would ignore it.
+            raise ValueError("nonlinear_share applies to parametrization='contracting' only (it "
+                             f"bounds ||W||), got nonlinear_share={nonlinear_share!r} with "
+                             "parametrization='paper'")
         self.input_projection = nn.Linear(input_size, hidden_size, bias=bias)
 
     @property
