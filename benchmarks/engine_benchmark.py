@@ -22,7 +22,8 @@ implementations for ``--repeats`` rounds after a warm-up, with the peak resident
 training step (each measured in a fresh process). Ratios come first (median of the per-round
 ratios, with their range), absolute times second (median and range). ``--json`` writes every
 number. A busy machine (other processes using more than 10% of the CPUs, or a GEMM rate that
-varies more than 1.25x between rounds) is reported with a warning: such figures are noise.
+varies more than 1.25x between its measurements) is reported with a warning: such figures are
+noise.
 """
 
 from __future__ import annotations
@@ -231,20 +232,30 @@ def timed(function: Callable[[], object]) -> float:
 
 
 def run_rounds(impls: list[Implementation], x, y, repeats: int, bound: dict, log) -> None:
-    """Warm-up, then ``repeats`` rounds; each round measures the GEMM rates at the step's shapes
-    once (and the FLOP bound from them) and times every implementation once (training step,
-    then forward only)."""
+    """Warm-up, then ``repeats`` rounds. A round times each implementation once (training step,
+    then forward only), the plain eager loop's training step right before the engine's, and
+    measures the GEMM rates at the step's shapes right before and right after the engine's
+    training step: the round's FLOP bound is the mean of the two. A host whose speed drifts
+    over seconds then moves the bound and the engine time together, which a bound measured at
+    the start of the round, before the other implementations, does not."""
     for impl in impls:  # warm-up (and the native build, on first use)
         impl.train_step(x, y)
         impl.eval_step(x)
-    bound["bound_s_rounds"], bound["gemm_gflops_rounds"] = [], []
+    engine = next(impl for impl in impls if impl.name == "engine")
+    order = [impls[0], engine, *(impl for impl in impls[1:] if impl is not engine)]
+    bound["bound_s_rounds"], bound["gemm_gflops_probes"] = [], []
     for round_index in range(repeats):
-        seconds, rates = flop_bounds(bound["products"])
-        bound["bound_s_rounds"].append(seconds)
-        bound["gemm_gflops_rounds"].append(rates)
-        for impl in impls:
+        for impl in order:
+            if impl is not engine:
+                impl.train_times.append(timed(lambda: impl.train_step(x, y)))
+                continue
+            before, rates_before = flop_bounds(bound["products"])
             impl.train_times.append(timed(lambda: impl.train_step(x, y)))
-        for impl in impls:
+            after, rates_after = flop_bounds(bound["products"])
+            seconds = {way: (before[way] + after[way]) / 2 for way in BOUNDS}
+            bound["bound_s_rounds"].append(seconds)
+            bound["gemm_gflops_probes"] += [rates_before, rates_after]
+        for impl in order:
             impl.eval_times.append(timed(lambda: impl.eval_step(x)))
         log(f"  round {round_index + 1}/{repeats}: "
             f"FLOP bound {seconds['one product'] * 1e3:.0f} ms, "
@@ -440,7 +451,7 @@ def analyse(section: str, impls: list[Implementation], bound: dict) -> dict:
                         for way in BOUNDS}
     for index, product in enumerate(bound["products"]):
         product["gflops"] = {way: summary([rates[index][way]
-                                           for rates in bound["gemm_gflops_rounds"]])
+                                           for rates in bound["gemm_gflops_probes"]])
                              for way in BOUNDS}
     # per round: that round's bound over that round's engine time
     data["engine_vs_bound"] = {
@@ -474,8 +485,8 @@ def report(title: str, data: dict) -> str:
     lines = [f"## {title}", ""]
     bound = data["bound"]
     lines.append(f"FLOP bound: {bound['step_gflop']:.1f} GFLOP per training step "
-                 f"({bound['flops_formula']}), each product at the GEMM rate measured in each "
-                 "round at its shape:")
+                 f"({bound['flops_formula']}), each product at the GEMM rate measured at its shape "
+                 "right before and right after the engine's training step in each round:")
     lines.append("")
     for way, meaning in BOUNDS.items():
         lines.append(f"- {way}: {bound['bound_s'][way] * 1e3:.0f} ms, rates from {meaning}")
@@ -502,7 +513,8 @@ def report(title: str, data: dict) -> str:
                      f"{'met' if item['met'] else 'NOT met'} |")
     lines.append("")
     lines.append("| implementation | train step: time / engine | forward only: time / engine "
-                 "| train step (s) | forward only (s) | peak memory, train step | state deviation |")
+                 "| train step (s) | forward only (s) | peak memory, train step "
+                 "| state deviation |")
     lines.append("|---|---|---|---|---|---|---|")
     for name in data["names"]:
         impl = data["implementations"][name]
@@ -540,7 +552,8 @@ def selected_sections(args: argparse.Namespace) -> list[str]:
 
 # ---------------------------------------------------------------------------- a quiet machine
 # Other processes may use at most this share of the CPUs while the benchmark runs, and one
-# product's GEMM rate may vary at most this much between rounds, for the figures to be published.
+# product's GEMM rate may vary at most this much between its measurements (two per round), for
+# the figures to be published.
 QUIET_OTHERS = 0.10
 QUIET_RATE_SPREAD = 1.25
 
@@ -593,8 +606,8 @@ def quiet_verdict(results: dict, load: MachineLoad) -> dict:
         problems.append(f"other processes used {others:.0%} of the CPUs while it ran "
                         f"(at most {QUIET_OTHERS:.0%} for a quiet figure)")
     if spreads and max(spreads) > QUIET_RATE_SPREAD:
-        problems.append(f"a product's GEMM rate varied {max(spreads):.2f}x between rounds "
-                        f"(at most {QUIET_RATE_SPREAD}x)")
+        problems.append(f"a product's GEMM rate varied {max(spreads):.2f}x between its "
+                        f"measurements (at most {QUIET_RATE_SPREAD}x)")
     return {"quiet": not problems, "others_cpu_share": others,
             "max_gemm_rate_spread": max(spreads) if spreads else None, "problems": problems}
 
@@ -610,7 +623,8 @@ def run(args: argparse.Namespace) -> int:
         check_writable_file(args.json, "--json")
 
     torch.set_num_threads(args.threads)
-    log = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    log = ((lambda text: None) if args.quiet
+           else (lambda text: print(text, file=sys.stderr, flush=True)))
     native.load()
     load = MachineLoad()
     path = ("native C++ kernels" if native.load() is not None
@@ -643,7 +657,7 @@ def run(args: argparse.Namespace) -> int:
         header += ("\nThe machine was quiet: " + ("" if share is None else
                    f"other processes used {share:.1%} of the CPUs, ")
                    + f"GEMM rates varied at most {verdict['max_gemm_rate_spread']:.2f}x "
-                   "between rounds.\n")
+                   "between their measurements.\n")
     else:
         header += ("\n**WARNING: the machine was busy; these figures are not for publication "
                    "(rerun on a quiet machine)**: " + "; ".join(verdict["problems"]) + ".\n")
