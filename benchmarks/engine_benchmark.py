@@ -470,8 +470,8 @@ def fmt_range(values: dict, scale: float = 1.0, digits: int = 2, unit: str = "")
 
 
 def _shown(item: dict) -> str:
-    if "%" in item["target"]:
-        return f"{item['measured'] * 100:.0f}%"
+    if "%" in item["target"]:  # one decimal: 79.96% must not read "80%, NOT met"
+        return f"{item['measured'] * 100:.1f}%"
     return f"{item['measured']:.2f}x"
 
 
