@@ -458,6 +458,10 @@ def analyse(section: str, impls: list[Implementation], bound: dict) -> dict:
         way: summary([seconds[way] / t for seconds, t
                       in zip(bound["bound_s_rounds"], engine.train_times)])
         for way in BOUNDS}
+    # how steady the host was during this section (the whole run's verdict takes the largest)
+    data["gemm_rate_spread"] = max(product["gflops"]["one product"]["max"]
+                                   / product["gflops"]["one product"]["min"]
+                                   for product in bound["products"])
     data["targets"] = [{"target": name, "measured": value, "required": required,
                         "met": None if required is None else value >= required}
                        for name, value, required in targets_for(section, data)]
@@ -490,6 +494,10 @@ def report(title: str, data: dict) -> str:
     lines.append("")
     for way, meaning in BOUNDS.items():
         lines.append(f"- {way}: {bound['bound_s'][way] * 1e3:.0f} ms, rates from {meaning}")
+    steady = "within" if data["gemm_rate_spread"] <= QUIET_RATE_SPREAD else "beyond"
+    lines.append(f"- in this section a product's GEMM rate varied at most "
+                 f"{data['gemm_rate_spread']:.2f}x between its measurements ({steady} the "
+                 f"{QUIET_RATE_SPREAD}x of a quiet machine)")
     lines.append("")
     lines.append("| product | GFLOP | shape | GFLOP/s, one product | GFLOP/s, best |")
     lines.append("|---|---|---|---|---|")
@@ -595,11 +603,7 @@ class MachineLoad:
 def quiet_verdict(results: dict, load: MachineLoad) -> dict:
     """Whether the figures may be published: other processes' CPU share and the spread of
     each product's GEMM rate across rounds (a busy machine shows as a low or unsteady rate)."""
-    spreads = []
-    for section in results["sections"]:
-        for product in results[section]["bound"]["products"]:
-            rates = product["gflops"]["one product"]
-            spreads.append(rates["max"] / rates["min"])
+    spreads = [results[section]["gemm_rate_spread"] for section in results["sections"]]
     others = load.others_share()
     problems = []
     if others is not None and others > QUIET_OTHERS:

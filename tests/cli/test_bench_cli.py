@@ -22,6 +22,10 @@ def test_bench_runs_small_and_reports_ratios_and_agreement(tmp_path, capsys):
         ("svd", ("euler", "splitting", "rk2"))) for method in methods]
     load = result["machine_load"]  # whether the figures may be published, and why
     assert load["quiet"] == (not load["problems"]) and load["max_gemm_rate_spread"] >= 1
+    # each section says how steady the host was while it ran; the verdict takes the worst
+    spreads = [result[section]["gemm_rate_spread"] for section in result["sections"]]
+    assert min(spreads) >= 1 and load["max_gemm_rate_spread"] == max(spreads)
+    assert printed.count("in this section a product's GEMM rate varied") == len(spreads)
     for model in result["sections"]:
         implementations = result[model]["implementations"]
         assert "engine" in implementations
