@@ -474,9 +474,10 @@ def fmt_range(values: dict, scale: float = 1.0, digits: int = 2, unit: str = "")
 
 
 def _shown(item: dict) -> str:
-    if "%" in item["target"]:  # one decimal: 79.96% must not read "80%, NOT met"
+    # one more digit than the target's: 79.96% must not read "80%, NOT met", nor 1.996x "2.00x"
+    if "%" in item["target"]:
         return f"{item['measured'] * 100:.1f}%"
-    return f"{item['measured']:.2f}x"
+    return f"{item['measured']:.3f}x"
 
 
 def _required(item: dict) -> str:
