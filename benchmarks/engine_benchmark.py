@@ -603,7 +603,8 @@ class MachineLoad:
 
 def quiet_verdict(results: dict, load: MachineLoad) -> dict:
     """Whether the figures may be published: other processes' CPU share and the spread of
-    each product's GEMM rate across rounds (a busy machine shows as a low or unsteady rate)."""
+    each product's GEMM rate between its measurements (a busy machine shows as a low or
+    unsteady rate)."""
     spreads = [results[section]["gemm_rate_spread"] for section in results["sections"]]
     others = load.others_share()
     problems = []

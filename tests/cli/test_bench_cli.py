@@ -35,10 +35,10 @@ def test_bench_runs_small_and_reports_ratios_and_agreement(tmp_path, capsys):
             if figures["max_state_deviation"] is not None:  # same model, same weights
                 assert figures["max_state_deviation"] < 1e-5, name
         assert all(target["measured"] > 0 for target in result[model]["targets"])
-        # the stricter bound takes the better rate of each product, so it is never longer
         # the GEMM rates right before and right after the engine's step, in each round
         probes = result[model]["bound"]["gemm_gflops_probes"]
         assert len(probes) == 2 * len(result[model]["bound"]["bound_s_rounds"]) == 4
+        # the stricter bound takes the better rate of each product, so it is never longer
         bound = result[model]["bound"]["bound_s"]
         assert 0 < bound["best"] <= bound["one product"]
         for product in result[model]["bound"]["products"]:

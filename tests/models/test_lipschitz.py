@@ -133,7 +133,6 @@ def test_gradients_finite_over_784_steps_at_paper_settings():
     assert layer.cell.param_a.free.grad.abs().max() < 1e3
 
 
-
 @pytest.mark.parametrize("parametrization, options, message", [
     ("paper", {"nonlinear_share": 0.5}, r"nonlinear_share applies to parametrization="
                                         r"'contracting' only .* got nonlinear_share=0\.5"),

@@ -354,10 +354,6 @@ struct InputGrads {
   }
 };
 
-// step_product(out, rows, addend): out (R, n) <- [addend +] rows (R, k) @ right (k, n), all
-// contiguous: one step's product, `right` fixed for the sequence. With R even, as a batch of two
-// products of R/2 rows against `right` expanded (no copy): ATen hands a batch to MKL's batched
-// GEMM, which costs less per call than its plain GEMM (measured: docs/performance.md).
 #if AT_MKL_ENABLED()
 // MKL's batched GEMM as torch's MKL builds export it (LP64: 32-bit integers, as ATen calls it).
 // Called directly it spares ATen's dispatch and views, about 2 us a step and 1-3% of a training
@@ -377,6 +373,11 @@ bool direct_gemm_available() {
 #endif
 }
 
+// step_product(out, rows, addend): out (R, n) <- [addend +] rows (R, k) @ right (k, n), all
+// contiguous: one step's product, `right` fixed for the sequence. With R even, as a batch of two
+// products of R/2 rows against `right`: MKL's batched GEMM, called directly (above) or through
+// ATen with `right` expanded (no copy), costs less per call than its plain GEMM with every thread
+// busy (measured: docs/performance.md).
 struct StepProduct {
   Tensor right, batched;  // (k, n), and the same expanded to (2, k, n) once per sequence
   explicit StepProduct(const Tensor& right_)
@@ -385,13 +386,14 @@ struct StepProduct {
   void operator()(Tensor out, const Tensor& rows, const Tensor& addend) const {
     const int64_t R = rows.size(0), k = rows.size(1), n = right.size(1);
 #if AT_MKL_ENABLED()
-    if (g_direct_gemm && cblas_sgemm_batch != nullptr && R >= 2 && R % 2 == 0 && out.scalar_type() == at::kFloat
-        && out.is_contiguous() && rows.is_contiguous() && right.is_contiguous()
-        && (!addend.defined() || addend.is_contiguous())) {
+    if (g_direct_gemm && cblas_sgemm_batch != nullptr && R >= 2 && R % 2 == 0
+        && out.scalar_type() == at::kFloat && out.is_contiguous() && rows.is_contiguous()
+        && right.is_contiguous() && (!addend.defined() || addend.is_contiguous())) {
       float* c = out.data_ptr<float>();
       float beta = 0.f;
-      if (addend.defined()) {
-        if (addend.data_ptr<float>() != c) std::memcpy(c, addend.data_ptr<float>(), R * n * sizeof(float));
+      if (addend.defined()) {  // out <- addend, then out += rows @ right
+        const float* from = addend.data_ptr<float>();
+        if (from != c) std::memcpy(c, from, R * n * sizeof(float));
         beta = 1.f;
       }
       const int half = int(R / 2), ni = int(n), ki = int(k), two = 2, no_trans = 111;
