@@ -561,6 +561,23 @@ std::vector<Tensor> lipschitz_backward(Tensor G, Tensor G_last, Tensor states, T
 //   r1 = [eps/2 gmid | eps/2 (1 - d1^2) gmid], g_prev = G_prev + g + gmid + r1 [L^T ; W];
 //   [dL | dW^T] += mid^T r2 + h^T r1, du = the right halves of r1 + r2.
 
+// One stage of a row: out <- h + scale (hm[:, :N] + d) with d = tanh(hm[:, N:] + u), stored in
+// dr when given (the branch outside the loops: inside, it keeps GCC from vectorizing them).
+template <typename S>
+inline __attribute__((always_inline)) void rk2_stage_row(int64_t n, const S* __restrict hr,
+    const S* __restrict a, const S* __restrict ur, S scale, S* __restrict o, S* __restrict dr) {
+  const S* zr = a + n;
+  if (dr != nullptr) {
+    for (int64_t i = 0; i < n; ++i) {
+      const S d = tanh_of(zr[i] + ur[i]);
+      o[i] = hr[i] + scale * (a[i] + d);
+      dr[i] = d;
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) o[i] = hr[i] + scale * (a[i] + tanh_of(zr[i] + ur[i]));
+  }
+}
+
 // First half-step, row by row: u from its rows or the fused input layer (then kept in ub for the
 // second half); mid <- h + half (hm[:, :N] + d1); d1 stored when given.
 template <typename S>
@@ -569,21 +586,11 @@ inline __attribute__((always_inline)) void rk2_half_body(int64_t b0, int64_t b1,
     const S* __restrict x, const S* __restrict winT, const S* __restrict bias, S half,
     S* __restrict mid, S* __restrict d1, S* __restrict ub) {
   for (int64_t b = b0; b < b1; ++b) {
-    const S* a = hm + b * 2 * n; const S* zr = a + n; const S* hr = h + b * n; S* mr = mid + b * n;
     const S* ur;
     if (u != nullptr) ur = u + b * n;
     else { input_row<S>(n, F, x + b * F, winT, bias, ub + b * n); ur = ub + b * n; }
-    // the branch outside the loops: inside, it keeps GCC from vectorizing them
-    if (d1 != nullptr) {
-      S* dr = d1 + b * n;
-      for (int64_t i = 0; i < n; ++i) {
-        const S d = tanh_of(zr[i] + ur[i]);
-        mr[i] = hr[i] + half * (a[i] + d);
-        dr[i] = d;
-      }
-    } else {
-      for (int64_t i = 0; i < n; ++i) mr[i] = hr[i] + half * (a[i] + tanh_of(zr[i] + ur[i]));
-    }
+    rk2_stage_row<S>(n, h + b * n, hm + b * 2 * n, ur, half, mid + b * n,
+                     d1 != nullptr ? d1 + b * n : nullptr);
   }
 }
 
@@ -593,18 +600,8 @@ inline __attribute__((always_inline)) void rk2_full_body(int64_t b0, int64_t b1,
     const S* __restrict h, const S* __restrict hm, const S* __restrict u, S eps,
     S* __restrict out, S* __restrict d2) {
   for (int64_t b = b0; b < b1; ++b) {
-    const S* a = hm + b * 2 * n; const S* zr = a + n; const S* hr = h + b * n;
-    const S* ur = u + b * n; S* o = out + b * n;
-    if (d2 != nullptr) {
-      S* dr = d2 + b * n;
-      for (int64_t i = 0; i < n; ++i) {
-        const S d = tanh_of(zr[i] + ur[i]);
-        o[i] = hr[i] + eps * (a[i] + d);
-        dr[i] = d;
-      }
-    } else {
-      for (int64_t i = 0; i < n; ++i) o[i] = hr[i] + eps * (a[i] + tanh_of(zr[i] + ur[i]));
-    }
+    rk2_stage_row<S>(n, h + b * n, hm + b * 2 * n, u + b * n, eps, out + b * n,
+                     d2 != nullptr ? d2 + b * n : nullptr);
   }
 }
 
