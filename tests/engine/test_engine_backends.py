@@ -5,6 +5,8 @@ native memory cache reuses and frees its blocks."""
 import copy
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -138,7 +140,8 @@ def test_float32_tanh_accuracy():
     module = native.load()
     if module is None:
         pytest.skip(f"native kernels unavailable: {native.fallback_reason()}")
-    x = torch.cat([torch.linspace(-12, 12, 400_001), torch.tensor([0.0, 1e-30, -1e-8, 7.9053, 30.0])])
+    special = torch.tensor([0.0, 1e-30, -1e-8, 7.9053, 30.0])
+    x = torch.cat([torch.linspace(-12, 12, 400_001), special])
     error = (module.tanh_float(x).double() - torch.tanh(x.double())).abs()
     assert error.max().item() < 5e-7
     relative = error / torch.tanh(x.double()).abs().clamp_min(1e-30)
@@ -162,18 +165,82 @@ def test_memory_cache_reuses_and_frees_blocks():
     assert native.cache_info()["cached_bytes"] == 0
 
 
-def test_a_stale_build_lock_is_removed_before_compiling(tmp_path, monkeypatch):
-    """A process that died while it held the build lock leaves ``lock``; torch's build would
-    wait on it forever, with or without a library beside it (seen: a killed CI run). Old locks
-    are removed, with or without a library; fresh ones (a build in progress) are kept. The
-    build happens in :func:`native.build_directory` (passed to torch explicitly)."""
+def _fake_build(monkeypatch, lock):
+    """Replace torch's build by a recorder of whether its lock file existed when it ran."""
     from torch.utils import cpp_extension
 
+    seen = []
+    monkeypatch.setattr(cpp_extension, "load_inline", lambda *args, **kwargs: seen.append(
+        (lock.exists(), kwargs["build_directory"])) or object())
+    return seen
+
+
+@pytest.fixture
+def build_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
     monkeypatch.setitem(native._state, "announced", True)
     name = native.extension_name(["-O3"])
     directory = Path(native.build_directory(name))
     directory.mkdir(parents=True, exist_ok=True)
+    return name, directory
+
+
+HOLD_BUILD_LOCK = """
+import sys, time
+from stablernn.engine import native
+with native.build_lock(sys.argv[1]):
+    open(sys.argv[2], "w").close()   # torch's lock, as its build would take it
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+def _holder(name, directory, seconds):
+    """A process that takes the build lock and torch's lock, then sleeps ``seconds``."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_BUILD_LOCK, name,
+                               str(directory / "lock"), str(seconds)],
+                              stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+@pytest.mark.skipif(native.fcntl is None, reason="flock is POSIX")
+def test_a_build_lock_left_by_a_killed_process_never_blocks(build_dir, monkeypatch):
+    """A process killed while it holds torch's build lock leaves the file ``lock``; torch's build
+    would wait on it forever (seen: a CI run hung behind a lock left minutes before). The OS lock
+    died with its holder, so the next build removes torch's lock, fresh as it is, and builds in
+    :func:`native.build_directory` (passed to torch explicitly)."""
+    name, directory = build_dir
+    holder = _holder(name, directory, 600)
+    holder.kill()
+    holder.wait()
+    lock = directory / "lock"
+    assert lock.exists() and time.time() - lock.stat().st_mtime < native.STALE_LOCK_SECONDS
+    seen = _fake_build(monkeypatch, lock)
+    native._compile(["-O3"])
+    assert seen == [(False, str(directory))] and not lock.exists()
+
+
+@pytest.mark.skipif(native.fcntl is None, reason="flock is POSIX")
+def test_a_build_waits_for_a_live_build_of_the_same_library(build_dir, monkeypatch):
+    """While another process builds, its locks are kept and this build waits until it ends."""
+    name, directory = build_dir
+    lock = directory / "lock"
+    holder = _holder(name, directory, 2.0)
+    seen = _fake_build(monkeypatch, lock)
+    start = time.monotonic()
+    native._compile(["-O3"])
+    waited = time.monotonic() - start
+    assert holder.wait() == 0
+    assert waited > 0.5  # the holder still slept when this build started
+    # the holder ended without releasing torch's lock (it is not torch): removed, then built
+    assert seen == [(False, str(directory))]
+
+
+def test_without_flock_old_build_locks_are_removed_and_fresh_ones_kept(build_dir, monkeypatch):
+    """Where ``fcntl`` is missing, age decides: a fresh lock may be a build in progress."""
+    name, directory = build_dir
+    monkeypatch.setattr(native, "fcntl", None)
     lock = directory / "lock"
     old = time.time() - 2 * native.STALE_LOCK_SECONDS
 
@@ -186,9 +253,7 @@ def test_a_stale_build_lock_is_removed_before_compiling(tmp_path, monkeypatch):
 
     lock.write_text("")
     os.utime(lock, (old, old))
-    seen = []
-    monkeypatch.setattr(cpp_extension, "load_inline", lambda *args, **kwargs: seen.append(
-        (lock.exists(), kwargs["build_directory"])) or object())
+    seen = _fake_build(monkeypatch, lock)
     native._compile(["-O3"])
     assert seen == [(False, str(directory))] and not lock.exists()
 

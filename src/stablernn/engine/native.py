@@ -34,6 +34,11 @@ from typing import Any, Iterator
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no flock
+    fcntl = None
+
 SOURCE_FILE = Path(__file__).resolve().parent / "csrc" / "kernels.cpp"
 SOURCE = SOURCE_FILE.read_text()
 
@@ -46,11 +51,13 @@ _state: dict[str, Any] = {"tried": False, "module": None, "reason": None, "force
 
 
 def _disabled_by_env() -> bool:
-    return os.environ.get("STABLERNN_ENGINE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+    value = os.environ.get("STABLERNN_ENGINE_NATIVE", "1").strip().lower()
+    return value in ("0", "false", "no", "off")
 
 
 def _compiler() -> str | None:
-    return shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++") or shutil.which("clang++")
+    return (shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+            or shutil.which("clang++"))
 
 
 PORTABLE_FLAG = "-DSTABLERNN_PORTABLE"
@@ -108,15 +115,14 @@ def is_cached(name: str) -> bool:
     return os.path.isfile(os.path.join(build_directory(name), f"{name}.so"))
 
 
-# A build takes about a minute; a lock this old was left by a process that died (or was killed)
-# while it held torch's build lock, and would make every later process wait on it forever,
-# whether or not a library was built before it died.
+# Without flock (not POSIX), a lock this old was left by a process that died (or was killed)
+# while it held torch's build lock; a build takes about a minute.
 STALE_LOCK_SECONDS = 600
 
 
 def remove_stale_lock(name: str, max_age: float = STALE_LOCK_SECONDS) -> bool:
-    """Remove the build lock of ``name`` when it is older than ``max_age`` seconds (its holder
-    died); True when one was removed."""
+    """Remove torch's build lock of ``name`` when it is older than ``max_age`` seconds (its
+    holder died); True when one was removed."""
     lock = os.path.join(build_directory(name), "lock")
     try:
         age = time.time() - os.path.getmtime(lock)
@@ -129,6 +135,33 @@ def remove_stale_lock(name: str, max_age: float = STALE_LOCK_SECONDS) -> bool:
     log.warning("stablernn engine: removed a stale build lock (%s, %.0f s old): the process "
                 "that held it did not finish", lock, age)
     return True
+
+
+@contextlib.contextmanager
+def build_lock(name: str) -> Iterator[None]:
+    """Hold the build directory of ``name`` for this process.
+
+    torch's build lock is a plain file (``lock``): a process killed while it holds it leaves the
+    file, and every later build or load of the same library waits on it forever (seen: a CI run
+    hung an hour behind a lock a killed process had left minutes before). So stablernn takes an
+    OS lock first, ``flock`` on ``build.lock`` beside it, which the kernel releases when its
+    holder ends, however it ends. Every stablernn process takes torch's lock only while it holds
+    this one, so a ``lock`` found while holding it was left by a process that died: it is removed,
+    whatever its age. Without ``fcntl`` (not POSIX), locks older than
+    :data:`STALE_LOCK_SECONDS` are removed instead."""
+    directory = build_directory(name)
+    os.makedirs(directory, exist_ok=True)
+    if fcntl is None:
+        remove_stale_lock(name)
+        yield
+        return
+    with open(os.path.join(directory, "build.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # waits while another process builds or loads
+        try:
+            remove_stale_lock(name, max_age=0.0)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def announce_compile(name: str, stream: Any = None) -> bool:
@@ -147,13 +180,12 @@ def _compile(flags: list[str]) -> Any:
     from torch.utils import cpp_extension
 
     name = extension_name(flags)
-    directory = build_directory(name)
-    os.makedirs(directory, exist_ok=True)
-    remove_stale_lock(name)
-    announce_compile(name)
     link = [flag for flag in flags if flag == "-fopenmp"]
-    return cpp_extension.load_inline(name, cpp_sources=[SOURCE], extra_cflags=flags,
-                                     extra_ldflags=link, build_directory=directory, verbose=False)
+    with build_lock(name):
+        announce_compile(name)
+        return cpp_extension.load_inline(name, cpp_sources=[SOURCE], extra_cflags=flags,
+                                         extra_ldflags=link, build_directory=build_directory(name),
+                                         verbose=False)
 
 
 def _build() -> tuple[Any, str | None]:
