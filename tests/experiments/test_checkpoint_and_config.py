@@ -1,11 +1,14 @@
 """Checkpoints are atomic and safe to load; configs validate and name the bad key."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
 
 from stablernn.experiments import CheckpointError, TrainConfig, load_checkpoint, save_checkpoint
+from stablernn.experiments.output import interrupts_deferred
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -21,6 +24,43 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path):
         save_checkpoint(path, {"epoch": 2, "bad": lambda: None})  # not serialisable
     assert load_checkpoint(path)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_ctrl_c_during_a_checkpoint_write_waits_for_the_write(tmp_path, monkeypatch):
+    """Ctrl-C inside ``torch.save`` used to surface as a RuntimeError from its zip writer (seen
+    in CI: exit status 1 and a traceback instead of 130 and "interrupted after epoch N"). The
+    write now completes, then the KeyboardInterrupt is raised."""
+    real_save = torch.save
+
+    def interrupted_save(obj, stream, **kwargs):
+        stream.write(b"")  # the write has begun
+        os.kill(os.getpid(), signal.SIGINT)
+        real_save(obj, stream, **kwargs)
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"epoch": 1})
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, {"epoch": 2, "weights": torch.randn(300, 300)})
+    monkeypatch.undo()
+    saved = load_checkpoint(path)
+    assert saved["epoch"] == 2 and saved["weights"].shape == (300, 300)
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_deferred_interrupts_nest_and_arrive_once_at_the_outer_end():
+    order = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                order.append("inner")
+            order.append("outer")  # the inner block's end passed the signal to the outer block
+    assert order == ["inner", "outer"]
+    with interrupts_deferred():  # no signal: nothing raised
+        order.append("quiet")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_bad_checkpoints_give_clear_errors(tmp_path):

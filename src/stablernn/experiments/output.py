@@ -3,13 +3,17 @@
 Every verb that writes (``train``, ``certify``, ``analyze``, ``reproduce``, ``sweep``,
 ``bench --json``) checks its output location first, so a read-only disk or a path that is a
 file fails in a second with a message naming the argument, not after minutes of computing.
+A write that has begun finishes before Ctrl-C takes effect (:func:`interrupts_deferred`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -64,25 +68,54 @@ def check_writable_file(path: str | os.PathLike, argument: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends, then deliver it as it would have been.
+
+    A ``KeyboardInterrupt`` raised inside ``torch.save`` makes its zip writer fail on the way
+    out with an unrelated ``RuntimeError`` (the interrupt and its message are lost), and an
+    interrupt between two files of one checkpoint leaves them disagreeing; so the writes run to
+    their end, then the interrupt is raised. Blocks nest. Only the main thread receives signals:
+    elsewhere, and where Python does not own the SIGINT handler, the block runs as is."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    received: list[tuple[int, object]] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: received.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(*received[0])
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(stream)`` on a file beside ``path``, then rename it over ``path``: an
-    interruption leaves the old file or the new one, never half a file.
+    interruption leaves the old file or the new one, never half a file, and Ctrl-C waits for
+    the write to end (:func:`interrupts_deferred`).
 
     The file gets the usual mode (0666 less the umask), like any file the process creates
     (``mkstemp``'s 0600 would make checkpoints unlike every other file of a run).
     """
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, default_file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with interrupts_deferred():
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                write(stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.chmod(temporary, default_file_mode())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
     return path
 
 

@@ -26,7 +26,11 @@ from stablernn.experiments.modeling import (
     recurrent_layer,
     select_device,
 )
-from stablernn.experiments.output import check_writable_directory, write_text_atomic
+from stablernn.experiments.output import (
+    check_writable_directory,
+    interrupts_deferred,
+    write_text_atomic,
+)
 from stablernn.experiments.provenance import provenance
 from stablernn.models.counting import count_trained_parameters
 from stablernn.tasks import (
@@ -229,10 +233,11 @@ class _Run:
         if improved:
             self.best_score, self.best_epoch = score, self.epoch
         state = self.state()
-        if improved:
-            save_checkpoint(self.run_dir / runs.BEST_CHECKPOINT, state)
-        save_checkpoint(self.run_dir / runs.LAST_CHECKPOINT, state)
-        self.saved_epoch = self.epoch
+        with interrupts_deferred():  # both checkpoints, and the epoch the message reports
+            if improved:
+                save_checkpoint(self.run_dir / runs.BEST_CHECKPOINT, state)
+            save_checkpoint(self.run_dir / runs.LAST_CHECKPOINT, state)
+            self.saved_epoch = self.epoch
         if progress:
             shown = " ".join(f"{key} {row[key]:.4f}" for key in (
                 "train_loss", "train_accuracy", "validation_loss", "validation_accuracy")
