@@ -5,6 +5,8 @@
 2-core machine), into torch's extension cache (``$TORCH_EXTENSIONS_DIR``, by default
 ``~/.cache/torch_extensions``); later processes load the cached library in well under a second.
 A process about to compile says so first, in one line on stderr (:func:`announce_compile`).
+Processes that start together build once, one after another, and a build killed halfway
+never blocks a later one (:func:`build_lock`).
 The library's name carries a hash of the source and of the torch version, so a changed source or
 torch rebuilds instead of loading a stale binary.
 
