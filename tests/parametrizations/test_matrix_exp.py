@@ -4,7 +4,6 @@ that scale grows, because it exponentiates a block matrix that contains it)."""
 
 import math
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -70,10 +69,14 @@ def test_first_and_second_derivatives_pass_gradcheck():
 
 def test_degree_and_squarings_bound_the_series_tail():
     for dtype in (torch.float32, torch.float64):
-        degree = taylor_degree(dtype)
-        tail = sum(k * SCALED_NORM ** (k - 1) / math.factorial(k) for k in range(degree + 1, 60))
-        assert tail <= torch.finfo(dtype).eps / 2
-        assert SCALED_NORM ** (degree - 1) / math.factorial(degree - 1) > torch.finfo(dtype).eps / 8
+        roundoff = torch.finfo(dtype).eps / 2
+        for theta in (0.0, 1e-3, 0.05, 0.3, SCALED_NORM):
+            degree = taylor_degree(dtype, theta)
+            tail = sum(k * theta ** (k - 1) / math.factorial(k) for k in range(degree + 1, 60))
+            assert tail <= roundoff / 2
+            if degree > 1:  # the least such degree
+                assert theta ** (degree - 1) / math.factorial(degree - 1) > roundoff / 4
+        assert taylor_degree(dtype, 0.01) < taylor_degree(dtype, SCALED_NORM)
     for norm in (1e-3, 0.5, 0.51, 7.0, 1e3):
         steps = squarings(norm)
         assert norm / 2 ** steps <= SCALED_NORM

@@ -16,9 +16,9 @@ approach of Al-Mohy and Higham, "Computing the Fréchet derivative of the matrix
     exp(X) ~ R_1^(2^s),  R_1 = sum_{k<=m} (X / 2^s)^k / k!
     (Horner: R_{m+1} = I, R_k = I + X R_{k+1} / (k 2^s))
 
-with ``||X||_1 / 2^s <= 1/2`` and ``m`` such that the series' tail and its derivative's are
-below the unit roundoff. Its adjoint is matrix products of the matrix's own size, linear in
-``G``: the gradient's accuracy does not depend on ``||G||``.
+with ``theta = ||X||_1 / 2^s <= 1/2`` and the least ``m`` that puts the tail of the series'
+derivative below the unit roundoff at that ``theta``. Its adjoint is matrix products of the
+matrix's own size, linear in ``G``: the gradient's accuracy does not depend on ``||G||``.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ import torch
 SCALED_NORM = 0.5  # ||X||_1 / 2^s at most: the Taylor series then converges like 2^-k / k!
 
 
-def taylor_degree(dtype: torch.dtype) -> int:
-    """The least ``m`` with ``SCALED_NORM^m / m! <= u / 4`` (``u``: the unit roundoff): the
-    tail of the series and of its derivative, ``sum_{k > m} k theta^(k-1) / k!``, below ``u``."""
+def taylor_degree(dtype: torch.dtype, scaled_norm: float = SCALED_NORM) -> int:
+    """The least ``m >= 1`` with ``theta^m / m! <= u / 4`` for ``theta = ||X||_1 / 2^s <= 1/2``
+    (``u``: the unit roundoff): the tail of the series' derivative,
+    ``sum_{k > m} k theta^(k-1) / k! <= 2 theta^m / m!``, is then below ``u / 2``."""
     roundoff = torch.finfo(dtype).eps / 2
     degree = 1
-    while SCALED_NORM ** degree / math.factorial(degree) > roundoff / 4:
+    while scaled_norm ** degree / math.factorial(degree) > roundoff / 4:
         degree += 1
     return degree
 
@@ -52,7 +53,8 @@ def exp_frechet_adjoint(matrix: torch.Tensor, grad: torch.Tensor) -> torch.Tenso
     norm = float(torch.linalg.matrix_norm(matrix.detach(), 1))
     if not math.isfinite(norm):  # as torch's backward would: not-a-number, for the caller to see
         return torch.full_like(grad, math.nan)
-    steps, degree = squarings(norm), taylor_degree(matrix.dtype)
+    steps = squarings(norm)
+    degree = taylor_degree(matrix.dtype, norm / 2**steps)
     scale = 2.0 ** -steps
     identity = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
     # forward, keeping what the adjoint needs: R_{k+1} for each Horner step, R_1^(2^i) per squaring
