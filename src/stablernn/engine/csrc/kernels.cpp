@@ -36,6 +36,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <type_traits>
 
 namespace {
 
@@ -373,50 +374,70 @@ bool direct_gemm_available() {
 #endif
 }
 
-// step_product(out, rows, addend): out (R, n) <- [addend +] rows (R, k) @ right (k, n), all
-// contiguous: one step's product, `right` fixed for the sequence. With R even, as a batch of two
-// products of R/2 rows against `right`: MKL's batched GEMM, called directly (above) or through
-// ATen with `right` expanded (no copy), costs less per call than its plain GEMM with every thread
-// busy (measured: docs/performance.md).
+// step_product(out, rows, addend[, R]): out (R, n) <- [addend +] rows (R, k) @ right (k, n), all
+// contiguous, given as tensors or as pointers (the Lipschitz loops pass pointers: a step's tensor
+// views cost microseconds, most of a small model's step): one step's product, `right` fixed for
+// the sequence. With R even, as a batch of two products of R/2 rows against `right`: MKL's
+// batched GEMM, called directly (above) or through ATen with `right` expanded (no copy), costs
+// less per call than its plain GEMM with every thread busy (measured: docs/performance.md).
 struct StepProduct {
   Tensor right, batched;  // (k, n), and the same expanded to (2, k, n) once per sequence
   explicit StepProduct(const Tensor& right_)
-      : right(right_), batched(right_.unsqueeze(0).expand({2, right_.size(0), right_.size(1)})) {}
+      : right(right_.contiguous()),
+        batched(right.unsqueeze(0).expand({2, right.size(0), right.size(1)})) {}
 
-  void operator()(Tensor out, const Tensor& rows, const Tensor& addend) const {
-    const int64_t R = rows.size(0), k = rows.size(1), n = right.size(1);
+  // out, rows and addend (or null): contiguous (R, n), (R, k) and (R, n) blocks of the
+  // sequence's dtype, as pointers (the loops pass pointers, sparing each step tensor views)
+  template <typename S>
+  void operator()(S* out, const S* rows, const S* addend, int64_t R) const {
+    const int64_t k = right.size(0), n = right.size(1);
 #if AT_MKL_ENABLED()
-    if (g_direct_gemm && cblas_sgemm_batch != nullptr && R >= 2 && R % 2 == 0
-        && out.scalar_type() == at::kFloat && out.is_contiguous() && rows.is_contiguous()
-        && right.is_contiguous() && (!addend.defined() || addend.is_contiguous())) {
-      float* c = out.data_ptr<float>();
-      float beta = 0.f;
-      if (addend.defined()) {  // out <- addend, then out += rows @ right
-        const float* from = addend.data_ptr<float>();
-        if (from != c) std::memcpy(c, from, R * n * sizeof(float));
-        beta = 1.f;
+    if constexpr (std::is_same<S, float>::value) {
+      if (g_direct_gemm && cblas_sgemm_batch != nullptr && R >= 2 && R % 2 == 0) {
+        float beta = 0.f;
+        if (addend != nullptr) {  // out <- addend, then out += rows @ right
+          if (addend != out) std::memcpy(out, addend, R * n * sizeof(float));
+          beta = 1.f;
+        }
+        const int half = int(R / 2), ni = int(n), ki = int(k), two = 2, no_trans = 111;
+        const float alpha = 1.f;
+        const float* a[2] = {rows, rows + (R / 2) * k};
+        const float* b[2] = {right.data_ptr<float>(), right.data_ptr<float>()};
+        float* cs[2] = {out, out + (R / 2) * n};
+        cblas_sgemm_batch(101 /* row major */, &no_trans, &no_trans, &half, &ni, &ki, &alpha, a,
+                          &ki, b, &ni, &beta, cs, &ni, 1, &two);
+        return;
       }
-      const int half = int(R / 2), ni = int(n), ki = int(k), two = 2, no_trans = 111;
-      const float alpha = 1.f;
-      const float* a[2] = {rows.data_ptr<float>(), rows.data_ptr<float>() + (R / 2) * k};
-      const float* b[2] = {right.data_ptr<float>(), right.data_ptr<float>()};
-      float* cs[2] = {c, c + (R / 2) * n};
-      cblas_sgemm_batch(101 /* row major */, &no_trans, &no_trans, &half, &ni, &ki, &alpha, a, &ki,
-                        b, &ni, &beta, cs, &ni, 1, &two);
-      return;
     }
 #endif
+    const auto opts = right.options();
+    Tensor o = at::from_blob(out, {R, n}, opts);
+    Tensor r = at::from_blob(const_cast<S*>(rows), {R, k}, opts);
+    Tensor add = addend == nullptr ? Tensor()
+                                   : at::from_blob(const_cast<S*>(addend), {R, n}, opts);
     if (R < 2 || R % 2 != 0) {
-      if (addend.defined()) at::addmm_out(out, addend, rows, right);
-      else at::mm_out(out, rows, right);
+      if (add.defined()) at::addmm_out(o, add, r, right);
+      else at::mm_out(o, r, right);
       return;
     }
-    Tensor out2 = out.view({2, R / 2, n});
-    Tensor rows2 = rows.view({2, R / 2, k});
-    if (addend.defined()) at::baddbmm_out(out2, addend.view({2, R / 2, n}), rows2, batched);
+    Tensor out2 = o.view({2, R / 2, n});
+    Tensor rows2 = r.view({2, R / 2, k});
+    if (add.defined()) at::baddbmm_out(out2, add.view({2, R / 2, n}), rows2, batched);
     else at::bmm_out(out2, rows2, batched);
   }
+
+  // the same on contiguous tensors
+  void operator()(Tensor out, const Tensor& rows, const Tensor& addend) const {
+    TORCH_CHECK(out.is_contiguous() && rows.is_contiguous()
+                && (!addend.defined() || addend.is_contiguous()),
+                "stablernn engine: a step product's operands must be contiguous");
+    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "step_product", [&] {
+      (*this)(out.data_ptr<scalar_t>(), rows.data_ptr<scalar_t>(),
+              addend.defined() ? addend.data_ptr<scalar_t>() : nullptr, rows.size(0));
+    });
+  }
 };
+
 
 // inputs: projected (T,B,N) when win is empty, else raw (T,B,F) with win (N,F), bias (N) or empty.
 // h0 (B,N), P (N,N) transition (row form), Wt (N,N). Returns states and (when store) tanh(z).
@@ -440,22 +461,23 @@ std::vector<Tensor> lipschitz_forward(Tensor inputs, Tensor win, Tensor bias, Te
     const scalar_t* in = inputs.data_ptr<scalar_t>();
     const scalar_t* wp = ptr_or_null<scalar_t>(winT);
     const scalar_t* bp = ptr_or_null<scalar_t>(b);
+    scalar_t* state_rows = states.data_ptr<scalar_t>();
+    scalar_t* drive_rows = store ? drive.data_ptr<scalar_t>() : nullptr;
     over_row_blocks(B, blocks, [&](int64_t, int64_t r0, int64_t r1) {
       const int64_t R = r1 - r0;
       Tensor hm = at::empty({R, 2 * N}, opts);
-      Tensor h = h0.narrow(0, r0, R);
+      scalar_t* hp = hm.data_ptr<scalar_t>();
+      const scalar_t* h = h0.data_ptr<scalar_t>() + r0 * N;
       for (int64_t t = 0; t < T; ++t) {
-        Tensor st = states.select(0, t).narrow(0, r0, R);
-        step_product(hm, h, Tensor());
-        const scalar_t* hp = hm.data_ptr<scalar_t>();
+        step_product(hp, h, static_cast<const scalar_t*>(nullptr), R);
         const scalar_t* up = fused ? nullptr : in + (t * B + r0) * N;
         const scalar_t* xp = fused ? in + (t * B + r0) * F : nullptr;
-        scalar_t* op = st.data_ptr<scalar_t>();
-        scalar_t* dp = store ? drive.data_ptr<scalar_t>() + (t * B + r0) * N : nullptr;
+        scalar_t* op = state_rows + (t * B + r0) * N;
+        scalar_t* dp = store ? drive_rows + (t * B + r0) * N : nullptr;
         over_rows<scalar_t>(R, N, [&](int64_t b0, int64_t b1, scalar_t* scratch) {
           lip_fwd_ew(b0, b1, N, hp, up, F, xp, wp, bp, eps, op, dp, scratch);
         });
-        h = st;
+        h = op;
       }
     });
   });
@@ -489,7 +511,6 @@ std::vector<Tensor> lipschitz_backward(Tensor G, Tensor G_last, Tensor states, T
   const int64_t chunk = keep_all ? T : std::min(T, CHUNK);
   std::vector<Tensor> buffers;
   for (int64_t i = 0; i < (keep_all ? 1 : 2); ++i) buffers.push_back(pooled_empty({chunk, B, 2 * N}, opts));
-  auto slot = [&](int64_t t) { return buffers[(t / chunk) % buffers.size()].select(0, t % chunk); };
   auto grad_M = at::zeros({N, 2 * N}, opts);
   // [dP | dW^T] += H_prev^T [G | DZ] over the steps [t0, t1) of one chunk (H_prev: h0, then states)
   auto chunk_weight_grads = [&](int64_t t0, int64_t t1) {
@@ -516,20 +537,21 @@ std::vector<Tensor> lipschitz_backward(Tensor G, Tensor G_last, Tensor states, T
       const int64_t t0 = keep_all ? 0 : ((t1 - 1) / chunk) * chunk;
       over_row_blocks(B, blocks, [&](int64_t c, int64_t r0, int64_t r1) {
         const int64_t R = r1 - r0;
-        Tensor g = g_next.narrow(0, r0, R);
+        scalar_t* g = g_next.data_ptr<scalar_t>() + r0 * N;
+        const scalar_t* grads_in = per_step ? G.data_ptr<scalar_t>() : nullptr;
         for (int64_t t = t1 - 1; t >= t0; --t) {
-          Tensor gz = slot(t).narrow(0, r0, R);
-          scalar_t* gp = gz.data_ptr<scalar_t>();
-          const scalar_t* sp = g.data_ptr<scalar_t>();
+          scalar_t* gp = buffers[(t / chunk) % buffers.size()].data_ptr<scalar_t>()
+                         + ((t % chunk) * B + r0) * 2 * N;
           const scalar_t* dp = drive.data_ptr<scalar_t>() + (t * B + r0) * N;
           over_rows<scalar_t>(R, N, [&](int64_t b0, int64_t b1, scalar_t*) {
-            lip_bwd_ew(b0, b1, N, sp, gp, dp, eps);
+            lip_bwd_ew(b0, b1, N, g, gp, dp, eps);
           });
           if (fused) input_grads[c].add<scalar_t>(R, gp + N, 2 * N, inputs.data_ptr<scalar_t>() + (t * B + r0) * F);
           if (t > 0) {
-            step_product(g, gz, per_step ? G.select(0, t - 1).narrow(0, r0, R) : Tensor());
+            step_product(g, gp, per_step ? grads_in + ((t - 1) * B + r0) * N : nullptr, R);
           } else {
-            step_product(grad_h0.narrow(0, r0, R), gz, Tensor());
+            step_product(grad_h0.data_ptr<scalar_t>() + r0 * N, gp,
+                         static_cast<const scalar_t*>(nullptr), R);
           }
         }
       });
