@@ -700,24 +700,24 @@ std::vector<Tensor> lipschitz_rk2_forward(Tensor inputs, Tensor win, Tensor bias
       Tensor hm = at::empty({R, 2 * N}, opts);
       Tensor mid_rows = at::empty({R, N}, opts);  // the midpoints when they are not stored
       Tensor ub = at::empty({fused ? R : 0, N}, opts);  // u of the fused input layer
-      Tensor h = h0.narrow(0, r0, R);
+      scalar_t* hmp = hm.data_ptr<scalar_t>();
+      scalar_t* ubp = fused ? ub.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* h = h0.data_ptr<scalar_t>() + r0 * N;
+      const scalar_t* none = nullptr;
       for (int64_t t = 0; t < T; ++t) {
-        Tensor st = states.select(0, t).narrow(0, r0, R);
         const int64_t row = (t * B + r0) * N;
-        Tensor mid = store ? saved.select(0, 0).select(0, t).narrow(0, r0, R) : mid_rows;
-        const scalar_t* hp = h.data_ptr<scalar_t>();
-        const scalar_t* up = fused ? ub.data_ptr<scalar_t>() : in + row;
-        step_product(hm, h, Tensor());
+        scalar_t* st = states.data_ptr<scalar_t>() + row;
+        scalar_t* mid = store ? sp + row : mid_rows.data_ptr<scalar_t>();
+        const scalar_t* up = fused ? ubp : in + row;
+        step_product(hmp, h, none, R);
         over_rows<scalar_t>(R, N, [&](int64_t b0, int64_t b1, scalar_t*) {
-          rk2_half(b0, b1, N, hp, hm.data_ptr<scalar_t>(), fused ? nullptr : up, F,
-                   fused ? in + (t * B + r0) * F : nullptr, wp, bp, 0.5 * eps,
-                   mid.data_ptr<scalar_t>(), store ? sp + T * B * N + row : nullptr,
-                   fused ? ub.data_ptr<scalar_t>() : nullptr);
+          rk2_half(b0, b1, N, h, hmp, fused ? nullptr : up, F,
+                   fused ? in + (t * B + r0) * F : nullptr, wp, bp, 0.5 * eps, mid,
+                   store ? sp + T * B * N + row : nullptr, ubp);
         });
-        step_product(hm, mid, Tensor());
+        step_product(hmp, mid, none, R);
         over_rows<scalar_t>(R, N, [&](int64_t b0, int64_t b1, scalar_t*) {
-          rk2_full(b0, b1, N, hp, hm.data_ptr<scalar_t>(), up, eps, st.data_ptr<scalar_t>(),
-                   store ? sp + 2 * T * B * N + row : nullptr);
+          rk2_full(b0, b1, N, h, hmp, up, eps, st, store ? sp + 2 * T * B * N + row : nullptr);
         });
         h = st;
       }
@@ -771,25 +771,30 @@ std::vector<Tensor> lipschitz_rk2_backward(Tensor G, Tensor G_last, Tensor state
       const int64_t t0 = ((t1 - 1) / chunk) * chunk;
       over_row_blocks(B, blocks, [&](int64_t c, int64_t r0, int64_t r1) {
         const int64_t R = r1 - r0;
-        Tensor g = g_next.narrow(0, r0, R);
-        Tensor gmid = at::empty({R, N}, opts), addend = at::empty({R, N}, opts);
+        scalar_t* g = g_next.data_ptr<scalar_t>() + r0 * N;
+        Tensor gmid_rows = at::empty({R, N}, opts), addend_rows = at::empty({R, N}, opts);
         Tensor du_rows = at::empty({keep_du ? 0 : R, N}, opts);  // du of one step when not kept
+        scalar_t* gmid = gmid_rows.data_ptr<scalar_t>();
+        scalar_t* addend = addend_rows.data_ptr<scalar_t>();
+        const scalar_t* none = nullptr;
         for (int64_t t = t1 - 1; t >= t0; --t) {
           const int64_t row = (t * B + r0) * N;
-          Tensor r2 = second.select(0, t - t0).narrow(0, r0, R);
-          Tensor r1rows = first.select(0, t - t0).narrow(0, r0, R);
+          scalar_t* r2 = second.data_ptr<scalar_t>() + ((t - t0) * B + r0) * 2 * N;
+          scalar_t* r1rows = first.data_ptr<scalar_t>() + ((t - t0) * B + r0) * 2 * N;
           scalar_t* dup = keep_du ? du.data_ptr<scalar_t>() + row : du_rows.data_ptr<scalar_t>();
           over_rows<scalar_t>(R, N, [&](int64_t b0, int64_t b1, scalar_t*) {
-            rk2_bwd(b0, b1, N, g.data_ptr<scalar_t>(), d2 + row, eps, r2.data_ptr<scalar_t>(), dup, false);
+            rk2_bwd(b0, b1, N, g, d2 + row, eps, r2, dup, false);
           });
-          step_product(gmid, r2, Tensor());
+          step_product(gmid, r2, none, R);
           over_rows<scalar_t>(R, N, [&](int64_t b0, int64_t b1, scalar_t*) {
-            rk2_bwd(b0, b1, N, gmid.data_ptr<scalar_t>(), d1 + row, 0.5 * eps, r1rows.data_ptr<scalar_t>(), dup, true);
+            rk2_bwd(b0, b1, N, gmid, d1 + row, 0.5 * eps, r1rows, dup, true);
           });
           if (fused) input_grads[c].add<scalar_t>(R, dup, N, inputs.data_ptr<scalar_t>() + (t * B + r0) * F);
-          at::add_out(addend, g, gmid);
-          if (t > 0 && per_step) addend.add_(G.select(0, t - 1).narrow(0, r0, R));
-          step_product(t > 0 ? g : grad_h0.narrow(0, r0, R), r1rows, addend);
+          // addend = g + gmid [+ G_{t-1}], in that order
+          const scalar_t* grad_in = t > 0 && per_step ? G.data_ptr<scalar_t>() + row - B * N : none;
+          for (int64_t i = 0; i < R * N; ++i) addend[i] = g[i] + gmid[i];
+          if (grad_in != nullptr) for (int64_t i = 0; i < R * N; ++i) addend[i] += grad_in[i];
+          step_product(t > 0 ? g : grad_h0.data_ptr<scalar_t>() + r0 * N, r1rows, addend, R);
         }
       });
       chunk_weight_grads(t0, t1);
