@@ -438,7 +438,6 @@ struct StepProduct {
   }
 };
 
-
 // inputs: projected (T,B,N) when win is empty, else raw (T,B,F) with win (N,F), bias (N) or empty.
 // h0 (B,N), P (N,N) transition (row form), Wt (N,N). Returns states and (when store) tanh(z).
 std::vector<Tensor> lipschitz_forward(Tensor inputs, Tensor win, Tensor bias, Tensor h0, Tensor P,
@@ -468,8 +467,9 @@ std::vector<Tensor> lipschitz_forward(Tensor inputs, Tensor win, Tensor bias, Te
       Tensor hm = at::empty({R, 2 * N}, opts);
       scalar_t* hp = hm.data_ptr<scalar_t>();
       const scalar_t* h = h0.data_ptr<scalar_t>() + r0 * N;
+      const scalar_t* none = nullptr;
       for (int64_t t = 0; t < T; ++t) {
-        step_product(hp, h, static_cast<const scalar_t*>(nullptr), R);
+        step_product(hp, h, none, R);
         const scalar_t* up = fused ? nullptr : in + (t * B + r0) * N;
         const scalar_t* xp = fused ? in + (t * B + r0) * F : nullptr;
         scalar_t* op = state_rows + (t * B + r0) * N;
@@ -539,6 +539,7 @@ std::vector<Tensor> lipschitz_backward(Tensor G, Tensor G_last, Tensor states, T
         const int64_t R = r1 - r0;
         scalar_t* g = g_next.data_ptr<scalar_t>() + r0 * N;
         const scalar_t* grads_in = per_step ? G.data_ptr<scalar_t>() : nullptr;
+        const scalar_t* none = nullptr;
         for (int64_t t = t1 - 1; t >= t0; --t) {
           scalar_t* gp = buffers[(t / chunk) % buffers.size()].data_ptr<scalar_t>()
                          + ((t % chunk) * B + r0) * 2 * N;
@@ -548,10 +549,9 @@ std::vector<Tensor> lipschitz_backward(Tensor G, Tensor G_last, Tensor states, T
           });
           if (fused) input_grads[c].add<scalar_t>(R, gp + N, 2 * N, inputs.data_ptr<scalar_t>() + (t * B + r0) * F);
           if (t > 0) {
-            step_product(g, gp, per_step ? grads_in + ((t - 1) * B + r0) * N : nullptr, R);
+            step_product(g, gp, per_step ? grads_in + ((t - 1) * B + r0) * N : none, R);
           } else {
-            step_product(grad_h0.data_ptr<scalar_t>() + r0 * N, gp,
-                         static_cast<const scalar_t*>(nullptr), R);
+            step_product(grad_h0.data_ptr<scalar_t>() + r0 * N, gp, none, R);
           }
         }
       });
